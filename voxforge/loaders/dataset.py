@@ -1,0 +1,82 @@
+"""Reading a voxforge dataset folder back as sample dicts of numpy arrays."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from voxforge.loaders import format as fmt
+from voxforge.loaders.shards import iter_shard, shard_paths
+from voxforge.voxelize.binvox import decode_binvox
+
+SPLITS = fmt.SPLITS
+
+
+def _png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def decode_sample(members: dict[str, bytes]) -> dict:
+    """One sample's shard members -> the documented dict (see docs/FORMAT.md)."""
+    meta = json.loads(members[fmt.META])
+    views = meta["views"]
+    cameras = meta["cameras"]
+    alphas = np.stack([_png(members[fmt.mask_member(v)]) for v in range(views)])
+    grid = decode_binvox(members[fmt.VOXELS])
+    sample = {
+        "id": meta["id"], "category": meta["category"], "split": meta["split"],
+        "synset_id": meta.get("synset_id", ""), "model_id": meta.get("model_id", ""),
+        "images": np.stack([_png(members[fmt.image_member(v)]) for v in range(views)]),
+        "masks": alphas >= 128,
+        "alphas": alphas,
+        "K": np.asarray(cameras["K"], np.float64),
+        "world_to_camera": np.asarray(cameras["world_to_camera"], np.float64),
+        "azimuth": np.asarray(cameras["azimuth"]), "elevation": np.asarray(cameras["elevation"]),
+        "distance": np.asarray(cameras["distance"]),
+        "voxels": grid.occupancy, "voxel_origin": grid.origin, "voxel_size": grid.voxel_size,
+        "points": np.load(io.BytesIO(members[fmt.POINTS])),
+        "normals": np.load(io.BytesIO(members[fmt.NORMALS])),
+        "meta": meta,
+    }
+    if fmt.DEPTH in members:
+        sample["depth"] = np.load(io.BytesIO(members[fmt.DEPTH])).astype(np.float32)
+    return sample
+
+
+class VoxforgeDataset:
+    """A dataset folder: ``info`` (dataset.json), ``shards``, and iteration over decoded samples."""
+
+    def __init__(self, path: str | Path, split: str | None = None) -> None:
+        self.path = Path(path)
+        info_path = self.path / fmt.DATASET_FILE
+        if not info_path.exists():
+            raise FileNotFoundError(f"{self.path} is not a voxforge dataset (no {fmt.DATASET_FILE})")
+        self.info = json.loads(info_path.read_text())
+        major = str(self.info.get("format_version", "0")).split(".")[0]
+        if major != fmt.FORMAT_VERSION.split(".")[0]:
+            raise ValueError(f"{self.path}: format {self.info.get('format_version')} is not readable by "
+                             f"this voxforge (format {fmt.FORMAT_VERSION})")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.splits = (split,) if split else SPLITS
+        self.shards = [p for s in self.splits for p in shard_paths(self.path / s)]
+
+    def __len__(self) -> int:
+        per_split = self.info["counts"]["per_split"]
+        return sum(per_split.get(s, 0) for s in self.splits)
+
+    def __iter__(self) -> Iterator[dict]:
+        for shard in self.shards:
+            for _, members in iter_shard(shard):
+                yield decode_sample(members)
+
+
+def open_dataset(path: str | Path, split: str | None = None) -> VoxforgeDataset:
+    """Open a voxforge dataset folder; iterate it for sample dicts."""
+    return VoxforgeDataset(path, split)

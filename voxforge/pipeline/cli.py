@@ -1,0 +1,109 @@
+"""The ``pipeline`` command. Heavy libraries are imported only inside the sub-command that needs them,
+so ``pipeline --help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values: {text!r}") from error
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description="Build multi-view 3D datasets from mesh collections.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="fetch, render, voxelize and write a dataset (resumes when re-run)")
+    run.add_argument("source", help="where meshes come from: procedural (built in, offline) or local")
+    run.add_argument("--path", help="folder of meshes for the local source (ShapeNetCore layouts recognized)")
+    run.add_argument("--category-map", help="JSON/CSV mapping relative path -> category (local source)")
+    run.add_argument("--categories", type=_csv(str), help="comma-separated categories (names or synset ids)")
+    run.add_argument("--limit", type=int, help="at most this many objects, balanced across categories "
+                     "(procedural default: 10 per category)")
+    run.add_argument("--views", type=int, default=24, help="rendered views per object (default 24)")
+    run.add_argument("--size", type=int, default=127, help="image side in pixels (default 127)")
+    run.add_argument("--resolution", type=int, default=32, help="voxel grid resolution (default 32)")
+    run.add_argument("--fill", choices=("carve", "flood", "none"), default="carve",
+                     help="how voxels are made solid (default carve, binvox-style)")
+    run.add_argument("--points", type=int, default=16384, help="surface points per object (default 16384)")
+    run.add_argument("--backgrounds", help="folder of background photos, e.g. VOC2007/JPEGImages")
+    run.add_argument("--background-color", type=_csv(int), default=[255, 255, 255],
+                     help="plain background R,G,B when no photos are given (default 255,255,255)")
+    run.add_argument("--out", help="output folder (default data/<source>)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel render workers (default: CPUs)")
+    run.add_argument("--seed", type=int, default=0, help="seed for cameras, lights, backgrounds, points")
+    run.add_argument("--address", help="Ray cluster address to join (default: start Ray on this machine)")
+    run.add_argument("--renderer", default="pyrender", help="renderer backend (default pyrender)")
+    run.add_argument("--splits", type=_csv(float), default=[0.8, 0.1, 0.1], help="train,val,test ratios")
+    run.add_argument("--shard-size", type=int, default=64, help="objects per shard (default 64)")
+    run.add_argument("--timeout", type=float, default=300.0, help="seconds one object may take (default 300)")
+    run.add_argument("--retry-failed", action="store_true", help="try objects that failed in earlier runs again")
+    run.add_argument("--save-depth", action="store_true", help="also store float16 depth maps")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    inspect = commands.add_parser("inspect", help="counts, failures and a contact-sheet PNG of a dataset")
+    inspect.add_argument("dataset", help="dataset folder")
+    inspect.add_argument("--sheet", help="contact sheet path (default DATASET/contact_sheet.png)")
+    inspect.add_argument("--samples", type=int, default=8, help="samples on the contact sheet")
+    return parser
+
+
+def _run(args) -> int:
+    from voxforge.pipeline.config import RunConfig
+    from voxforge.pipeline.run import RunError, run
+    from voxforge.pipeline.sources import SourceError
+
+    limit = args.limit
+    if limit is None and args.source == "procedural":
+        limit = 10 * len(args.categories or range(6))
+    config = RunConfig(
+        source=args.source, path=args.path, category_map=args.category_map, categories=args.categories,
+        limit=limit, views=args.views, size=args.size, resolution=args.resolution, fill=args.fill,
+        points=args.points, backgrounds=args.backgrounds, background_color=tuple(args.background_color),
+        out=args.out or os.path.join("data", args.source), workers=args.workers, seed=args.seed,
+        address=args.address, renderer=args.renderer, split_ratios=tuple(args.splits),
+        shard_size=args.shard_size, timeout=args.timeout, retry_failed=args.retry_failed,
+        save_depth=args.save_depth, progress=not args.no_progress,
+    )
+    try:
+        summary = run(config)
+    except (SourceError, RunError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished samples are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(summary.report())
+    return 0
+
+
+def _inspect(args) -> int:
+    from voxforge.pipeline.inspection import contact_sheet, summarize
+
+    try:
+        print(summarize(args.dataset))
+        sheet = contact_sheet(args.dataset, args.sheet or os.path.join(args.dataset, "contact_sheet.png"), args.samples)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"contact sheet: {sheet}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return {"run": _run, "inspect": _inspect}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

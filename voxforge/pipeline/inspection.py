@@ -1,0 +1,88 @@
+"""``pipeline inspect``: counts, failures and a contact sheet a person can look at."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from voxforge.loaders import open_dataset
+from voxforge.pipeline.manifest import Manifest
+from voxforge.renderers.cameras import project
+
+
+def summarize(path: str | Path) -> str:
+    """Counts per split and category, and every failure with its reason."""
+    rows = Manifest(path).rows().values()
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    per = Counter((r["split"], r["category"]) for r in ok)
+    categories = sorted({c for _, c in per})
+    splits = ("train", "val", "test")
+    width = max([len(c) for c in categories] + [8])
+    lines = [f"{'category':<{width}} " + " ".join(f"{s:>6}" for s in splits) + "  total"]
+    for category in categories:
+        counts = [per[(s, category)] for s in splits]
+        lines.append(f"{category:<{width}} " + " ".join(f"{c:>6}" for c in counts) + f"  {sum(counts):>5}")
+    totals = [sum(per[(s, c)] for c in categories) for s in splits]
+    lines.append(f"{'total':<{width}} " + " ".join(f"{c:>6}" for c in totals) + f"  {sum(totals):>5}")
+    lines.append(f"failed: {len(failed)}")
+    for row in failed:
+        lines.append(f"  {row['id']} ({row['category']}): {row['error']}")
+    return "\n".join(lines)
+
+
+def _overlay(image: np.ndarray, sample: dict, view: int) -> Image.Image:
+    """View with occupied voxel centres (red) and surface points (green) projected by the stored camera."""
+    tile = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(tile)
+    K, world_to_camera = sample["K"][view], sample["world_to_camera"][view]
+    centres = sample["voxel_origin"] + (np.argwhere(sample["voxels"]) + 0.5) * sample["voxel_size"]
+    for points, color in ((centres, (255, 0, 0)), (sample["points"][::16], (0, 200, 0))):
+        pixels, _ = project(points, K, world_to_camera)
+        for u, v in pixels:
+            draw.point((float(u), float(v)), fill=color)
+    return tile
+
+
+def _voxel_projections(voxels: np.ndarray, size: int) -> Image.Image:
+    """Front, side and top silhouettes of the grid, side by side (y up in the picture)."""
+    views = [voxels.any(axis=2).T[::-1], voxels.any(axis=0).T[::-1], voxels.any(axis=1).T]
+    strip = np.concatenate([np.pad(v, 1, constant_values=True) for v in views], axis=1)
+    picture = Image.fromarray((~strip * 255).astype(np.uint8))
+    scale = max(1, size // strip.shape[0])
+    return picture.resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST).convert("RGB")
+
+
+def contact_sheet(path: str | Path, out: str | Path, samples: int = 8, views: int = 6) -> Path:
+    """A PNG grid: one row per sample (views, mask, projection overlay, voxel silhouettes)."""
+    rows = []
+    for index, sample in enumerate(open_dataset(path)):
+        if index >= samples:
+            break
+        images = sample["images"]
+        size = images.shape[1]
+        tiles = [Image.fromarray(images[v]) for v in range(min(views, len(images)))]
+        tiles.append(Image.fromarray((sample["masks"][0] * 255).astype(np.uint8)).convert("RGB"))
+        tiles.append(_overlay(images[0], sample, 0))
+        tiles.append(_voxel_projections(sample["voxels"], size))
+        width = sum(t.width for t in tiles)
+        row = Image.new("RGB", (width, size + 14), "white")
+        x = 0
+        for tile in tiles:
+            row.paste(tile, (x, 14))
+            x += tile.width
+        ImageDraw.Draw(row).text((2, 1), f"{sample['category']}  {sample['id']}", fill=(0, 0, 0))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} has no samples to show")
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    y = 0
+    for row in rows:
+        sheet.paste(row, (0, y))
+        y += row.height
+    out = Path(out)
+    sheet.save(out)
+    return out

@@ -1,0 +1,71 @@
+"""Loading a record's mesh and moving it into the normalized object frame.
+
+The object frame: the bounding box of all triangles is centred at the origin and its diagonal has
+length 1 (ShapeNet v1 and the 3D-R2N2 data use the same). ``object = (source - center) * scale``;
+the inverse is kept with every sample so results can be mapped back to the source mesh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+
+
+class MeshError(ValueError):
+    """The mesh cannot be used (no triangles, non-finite vertices, zero size)."""
+
+
+@dataclass
+class Normalization:
+    center: np.ndarray  # (3,) source-mesh coordinates of the bounding-box centre
+    scale: float  # 1 / bounding-box diagonal
+
+    def matrix(self) -> np.ndarray:
+        """4x4 source -> object frame."""
+        matrix = np.eye(4) * self.scale
+        matrix[3, 3] = 1.0
+        matrix[:3, 3] = -self.center * self.scale
+        return matrix
+
+    def as_dict(self) -> dict:
+        return {
+            "center": [float(c) for c in self.center], "scale": float(self.scale),
+            "source_to_object": self.matrix().tolist(),
+            "convention": "object = (source - center) * scale; bbox centred at origin, unit diagonal",
+        }
+
+
+def mesh_geometry(scene: trimesh.Scene) -> list[trimesh.Trimesh]:
+    """The scene's triangle meshes in scene coordinates (node transforms applied)."""
+    return [g for g in scene.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces) > 0]
+
+
+def flatten(scene: trimesh.Scene) -> tuple[np.ndarray, np.ndarray]:
+    """One (vertices, faces) soup of every triangle mesh in the scene."""
+    parts = mesh_geometry(scene)
+    if not parts:
+        raise MeshError("the mesh file holds no triangles")
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+    vertices = np.concatenate([p.vertices for p in parts]).astype(np.float64)
+    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)]).astype(np.int64)
+    return vertices, faces
+
+
+def validate_and_normalize(scene: trimesh.Scene) -> tuple[trimesh.Scene, Normalization]:
+    """Check the scene is usable and move it into the object frame (in place; returned for chaining)."""
+    if not isinstance(scene, trimesh.Scene):
+        scene = trimesh.Scene(scene)
+    vertices, faces = flatten(scene)
+    bad = ~np.isfinite(vertices).all(axis=1)
+    if bad.any():
+        raise MeshError(f"{int(bad.sum())} of {len(vertices)} vertices are NaN or infinite")
+    used = vertices[np.unique(faces)]
+    low, high = used.min(axis=0), used.max(axis=0)
+    diagonal = float(np.linalg.norm(high - low))
+    if not diagonal > 1e-12:
+        raise MeshError("the mesh has zero size (all vertices coincide)")
+    normalization = Normalization(center=(low + high) / 2.0, scale=1.0 / diagonal)
+    scene.apply_transform(normalization.matrix())
+    return scene, normalization

@@ -1,0 +1,196 @@
+"""The per-object stages, and the Ray worker that runs them in sequence for each object.
+
+load + normalize -> render V views -> composite backgrounds -> voxelize -> sample points -> encode.
+The stages are plain functions; :class:`ObjectWorker` is the callable class Ray Data runs as an actor
+pool (``map_batches(ObjectWorker, concurrency=N)``), so a renderer is set up once per worker process
+and a mesh never travels between processes. Any error in one object becomes a failed row with its
+reason; it never fails the Ray task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from voxforge.loaders import format as fmt
+from voxforge.pipeline.config import RunConfig
+from voxforge.pipeline.isolation import AttemptGuard
+from voxforge.pipeline.meshes import flatten, validate_and_normalize
+from voxforge.pipeline.sources import ObjectRecord, load_record
+from voxforge.pipeline.splits import object_seed
+from voxforge.renderers import get_renderer, sample_lighting
+from voxforge.renderers.backgrounds import BackgroundPool, composite, list_background_images
+from voxforge.renderers.cameras import CameraRanges, sample_cameras
+from voxforge.voxelize import encode_binvox, sample_surface, voxelize
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_stage(record: ObjectRecord) -> dict:
+    """Mesh in the object frame, with the normalization that got it there."""
+    scene, normalization = validate_and_normalize(load_record(record))
+    source_hash = file_sha256(record.uri) if os.path.isfile(record.uri) else ""
+    return {"scene": scene, "normalization": normalization, "source_sha256": source_hash}
+
+
+def render_stage(loaded: dict, renderer, config: RunConfig, object_id: str) -> dict:
+    """Random cameras and lights, then the renderer's colour, alpha and depth."""
+    vertices, _ = flatten(loaded["scene"])
+    radius = float(np.linalg.norm(vertices, axis=1).max())
+    cameras = sample_cameras(
+        config.views, config.size, np.random.default_rng(object_seed(config.seed, object_id, "cameras")),
+        CameraRanges(), object_radius=radius,
+    )
+    lights = sample_lighting(config.views, np.random.default_rng(object_seed(config.seed, object_id, "lights")))
+    result = renderer.render(loaded["scene"], cameras, lights)
+    return {"cameras": cameras, "lights": lights, "render": result}
+
+
+def composite_stage(rendered: dict, backgrounds: BackgroundPool, config: RunConfig, object_id: str) -> np.ndarray:
+    """Each view over its own background crop (or the plain colour)."""
+    rng = np.random.default_rng(object_seed(config.seed, object_id, "backgrounds"))
+    result = rendered["render"]
+    return np.stack([
+        composite(result.color[v], result.alpha[v], backgrounds.sample(config.size, rng)) for v in range(len(result.color))
+    ])
+
+
+def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
+    """Solid voxels in a cube centred on the object (edge = its longest extent) and surface points."""
+    vertices, faces = flatten(loaded["scene"])
+    used = vertices[np.unique(faces)]
+    low, high = used.min(axis=0), used.max(axis=0)
+    edge = float((high - low).max())
+    grid = voxelize((vertices[faces]), resolution=config.resolution, fill=config.fill,
+                    bounds=((low + high) / 2 - edge / 2, edge))
+    points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"))
+    return {"voxels": grid, "points": points, "normals": normals}
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict, images: np.ndarray,
+                 geometry: dict, config: RunConfig) -> dict[str, bytes]:
+    """The sample's shard members (see docs/FORMAT.md)."""
+    cameras, grid = rendered["cameras"], geometry["voxels"]
+    meta = {
+        "format_version": fmt.FORMAT_VERSION,
+        "id": record.object_id, "category": record.category, "source": record.source, "split": split,
+        "license": record.license, "synset_id": record.synset_id, "model_id": record.model_id,
+        "source_uri": record.uri if record.source != "local" else os.path.basename(record.uri),
+        "source_sha256": loaded["source_sha256"], "extra": record.extra,
+        "normalization": loaded["normalization"].as_dict(),
+        "image_size": config.size, "views": config.views, "renderer": config.renderer,
+        "cameras": {
+            "convention": "OpenCV: x right, y down, z forward; pixel centres at integers",
+            "azimuth": cameras.azimuth.tolist(), "elevation": cameras.elevation.tolist(),
+            "distance": cameras.distance.tolist(), "focal_normalized": cameras.focal_normalized.tolist(),
+            "K": cameras.K.tolist(), "world_to_camera": cameras.world_to_camera.tolist(),
+        },
+        "lights": [rig.as_dict() for rig in rendered["lights"]],
+        "voxels": {"resolution": grid.resolution, "origin": grid.origin.tolist(), "voxel_size": grid.voxel_size,
+                   "fill": config.fill, "occupied": int(grid.occupancy.sum())},
+        "points": {"count": int(len(geometry["points"]))},
+    }
+    members = {fmt.META: json.dumps(meta, sort_keys=True).encode()}
+    alpha = rendered["render"].alpha
+    for view in range(len(images)):
+        members[fmt.image_member(view)] = _png(images[view])
+        members[fmt.mask_member(view)] = _png(alpha[view])
+    members[fmt.VOXELS] = encode_binvox(grid)
+    members[fmt.POINTS] = _npy(geometry["points"])
+    members[fmt.NORMALS] = _npy(geometry["normals"])
+    if config.save_depth:
+        members[fmt.DEPTH] = _npy(rendered["render"].depth.astype(np.float16))
+    return members
+
+
+def _inject_fault(kind: str) -> None:
+    """Test hook: behave like a renderer that crashes, hangs or raises on this object."""
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif kind == "hang":
+        while True:
+            time.sleep(1)
+    elif kind == "error":
+        raise RuntimeError("injected renderer error")
+
+
+class ObjectWorker:
+    """A Ray Data actor: one renderer per worker process, reused for every object it gets."""
+
+    def __init__(self, config: dict, run_token: str) -> None:
+        self.config = RunConfig.from_dict(config)
+        self.renderer = get_renderer(self.config.renderer)(self.config.size)
+        photos = list_background_images(self.config.backgrounds) if self.config.backgrounds else None
+        self.backgrounds = BackgroundPool(photos, color=self.config.background_color)
+        work_dir = Path(self.config.out) / fmt.WORK_DIR / "attempts"
+        self.guard = AttemptGuard(work_dir, run_token, self.config.max_attempts, self.config.timeout)
+
+    def process(self, record: ObjectRecord, split: str) -> dict:
+        row = {"object_id": record.object_id, "split": split, "status": "failed", "error": "",
+               "key": fmt.sample_key(record.object_id), "members": b""}
+        given_up = self.guard.begin(record.object_id)
+        if given_up:
+            row["error"] = given_up
+            return row
+        stage = "load"
+        try:
+            loaded = load_stage(record)
+            stage = "render"
+            if record.object_id in self.config.fault_injection:
+                _inject_fault(self.config.fault_injection[record.object_id])
+            rendered = render_stage(loaded, self.renderer, self.config, record.object_id)
+            stage = "composite"
+            images = composite_stage(rendered, self.backgrounds, self.config, record.object_id)
+            stage = "voxelize"
+            geometry = geometry_stage(loaded, self.config, record.object_id)
+            stage = "encode"
+            members = encode_stage(record, split, loaded, rendered, images, geometry, self.config)
+            row.update(status="ok", members=_pack(members))
+        except Exception as error:  # one bad object must never stop the run
+            last = traceback.extract_tb(error.__traceback__)[-1]
+            row["error"] = f"{stage}: {type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
+        finally:
+            self.guard.end(record.object_id)
+        return row
+
+    def __call__(self, batch: dict) -> dict:
+        records = [ObjectRecord.from_row(json.loads(r)) for r in batch["record"]]
+        rows = [self.process(record, str(split)) for record, split in zip(records, batch["split"])]
+        return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+def _pack(members: dict[str, bytes]) -> bytes:
+    """Members as one bytes value so Arrow carries a flat column (our own data, between our workers)."""
+    return pickle.dumps(members, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_members(packed: bytes) -> dict[str, bytes]:
+    return pickle.loads(packed)

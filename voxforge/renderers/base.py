@@ -1,0 +1,86 @@
+"""The renderer interface: what every backend (pyrender, Blender) takes and returns.
+
+A renderer is a view on a scene that knows nothing about datasets: it gets a trimesh scene already in
+the normalized object frame, cameras from :mod:`voxforge.renderers.cameras` and one light rig per view,
+and returns straight (not premultiplied) colour, alpha and depth.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import trimesh
+
+from voxforge.renderers.cameras import CameraSet
+
+
+@dataclass(frozen=True)
+class LightRig:
+    """One view's lighting; the key light's direction is given relative to the camera."""
+
+    key_azimuth_deg: float  # around the camera's up axis, 0 = from the camera
+    key_elevation_deg: float  # above the camera's horizontal plane
+    key_intensity: float
+    key_color: tuple[float, float, float]
+    fill_intensity: float
+    ambient: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def key_direction_camera(self) -> np.ndarray:
+        """Unit vector (OpenCV camera axes) pointing from the object towards the key light."""
+        az, el = np.radians(self.key_azimuth_deg), np.radians(self.key_elevation_deg)
+        return np.array([np.sin(az) * np.cos(el), -np.sin(el), -np.cos(az) * np.cos(el)])
+
+
+def sample_lighting(views: int, rng: np.random.Generator) -> list[LightRig]:
+    """Random but sane light rigs: a key light from the camera's side, a weaker fill, some ambient."""
+    rigs = []
+    for _ in range(views):
+        tint = rng.uniform(0.85, 1.0, size=3)
+        rigs.append(
+            LightRig(
+                key_azimuth_deg=float(rng.uniform(-60, 60)),
+                key_elevation_deg=float(rng.uniform(10, 60)),
+                key_intensity=float(rng.uniform(2.0, 4.0)),
+                key_color=tuple(float(c) for c in tint / tint.max()),
+                fill_intensity=float(rng.uniform(0.5, 1.5)),
+                ambient=float(rng.uniform(0.15, 0.4)),
+            )
+        )
+    return rigs
+
+
+@dataclass
+class RenderResult:
+    """V views: straight-alpha colour, alpha and camera-space depth (0 where nothing was hit)."""
+
+    color: np.ndarray  # (V, H, W, 3) uint8, not premultiplied
+    alpha: np.ndarray  # (V, H, W) uint8
+    depth: np.ndarray  # (V, H, W) float32
+
+
+class Renderer(ABC):
+    """Renders V views of one object; one instance lives in one worker process and is reused."""
+
+    name: str = "base"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    @abstractmethod
+    def render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
+        """Render every camera of ``cameras`` with the matching light rig."""
+
+    def close(self) -> None:
+        """Free the backend's resources (GL context, Blender data)."""
+
+
+def unpremultiply(premultiplied: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Straight colour from premultiplied colour, so compositing later leaves no dark fringe."""
+    a = alpha.astype(np.float32)[..., None]
+    straight = np.where(a > 0, premultiplied.astype(np.float32) * 255.0 / np.maximum(a, 1.0), 0.0)
+    return np.clip(np.rint(straight), 0, 255).astype(np.uint8)

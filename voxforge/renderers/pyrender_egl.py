@@ -1,0 +1,112 @@
+"""Fast rasterizing renderer: pyrender on a headless EGL (or OSMesa) context."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import trimesh
+
+from voxforge.renderers.base import LightRig, RenderResult, Renderer, unpremultiply
+from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl
+from voxforge.renderers.gl import choose_platform
+
+if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it np.infty, removed in numpy 2
+    np.infty = np.inf
+
+
+def _rotation_with_z(direction: np.ndarray) -> np.ndarray:
+    """A rotation whose +z axis is ``direction`` (pyrender lights shine along their -z)."""
+    z = direction / np.linalg.norm(direction)
+    helper = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    x = np.cross(helper, z)
+    x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+class PyrenderRenderer(Renderer):
+    """One offscreen GL context per worker process, reused for every object it renders.
+
+    An EGL context is current in one thread only, and Ray may call an actor from other threads than
+    the one that built it, so every GL call goes through one dedicated thread.
+    """
+
+    name = "pyrender"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self._gl_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxforge-gl")
+        self._gl_thread.submit(self._create_context).result()
+
+    def _create_context(self) -> None:
+        choose_platform()
+        import pyrender
+
+        self._pyrender = pyrender
+        self._offscreen = pyrender.OffscreenRenderer(self.size, self.size)
+        self._flags = pyrender.RenderFlags.RGBA | pyrender.RenderFlags.SKIP_CULL_FACES
+
+    def _build_scene(self, scene: trimesh.Scene):
+        pyrender = self._pyrender
+        render_scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0])
+        for node_name in scene.graph.nodes_geometry:
+            transform, geometry_name = scene.graph[node_name]
+            geometry = scene.geometry[geometry_name]
+            if not isinstance(geometry, trimesh.Trimesh) or len(geometry.faces) == 0:
+                continue
+            try:
+                mesh = pyrender.Mesh.from_trimesh(geometry, smooth=False)
+            except Exception:  # exotic visuals (broken texture, odd UVs): keep the geometry, drop the look
+                plain = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
+                mesh = pyrender.Mesh.from_trimesh(plain, smooth=False)
+            render_scene.add(mesh, pose=transform)
+        return render_scene
+
+    def render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
+        return self._gl_thread.submit(self._render, scene, cameras, lights).result()
+
+    def _render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
+        pyrender = self._pyrender
+        render_scene = self._build_scene(scene)
+        views, size = len(cameras), self.size
+        camera_node = render_scene.add(pyrender.IntrinsicsCamera(1.0, 1.0, 0.0, 0.0, znear=0.01, zfar=100.0))
+        key_node = render_scene.add(pyrender.DirectionalLight())
+        fill_node = render_scene.add(pyrender.DirectionalLight())
+        color = np.empty((views, size, size, 3), np.uint8)
+        alpha = np.empty((views, size, size), np.uint8)
+        depth = np.empty((views, size, size), np.float32)
+        for view in range(views):
+            K = cameras.K[view]
+            # pyrender's principal point counts from pixel edges and from the bottom row
+            camera_node.camera = pyrender.IntrinsicsCamera(
+                K[0, 0], K[1, 1], K[0, 2] + 0.5, size - K[1, 2] - 0.5, znear=0.01, zfar=100.0
+            )
+            pose = camera_to_world_opengl(cameras.world_to_camera[view])
+            render_scene.set_pose(camera_node, pose)
+            rig = lights[view]
+            camera_rotation = cameras.world_to_camera[view][:, :3].T
+            key_direction = camera_rotation @ rig.key_direction_camera()
+            fill_direction = camera_rotation @ (rig.key_direction_camera() * np.array([-1.0, -0.3, 1.0]))
+            key_node.light.intensity, key_node.light.color = rig.key_intensity, np.array(rig.key_color)
+            fill_node.light.intensity = rig.fill_intensity
+            render_scene.set_pose(key_node, _pose(_rotation_with_z(key_direction)))
+            render_scene.set_pose(fill_node, _pose(_rotation_with_z(fill_direction)))
+            render_scene.ambient_light = np.full(3, rig.ambient)
+            rgba, view_depth = self._offscreen.render(render_scene, flags=self._flags)
+            alpha[view] = rgba[..., 3]
+            color[view] = unpremultiply(rgba[..., :3], rgba[..., 3])
+            depth[view] = view_depth
+        render_scene.clear()
+        return RenderResult(color=color, alpha=alpha, depth=depth)
+
+    def close(self) -> None:
+        if self._offscreen is not None:
+            self._gl_thread.submit(self._offscreen.delete).result()
+            self._offscreen = None
+        self._gl_thread.shutdown()
+
+
+def _pose(rotation: np.ndarray) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3] = rotation
+    return pose
