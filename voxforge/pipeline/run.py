@@ -204,7 +204,7 @@ def _run_locked(config: RunConfig, out: Path, records) -> RunSummary:
         fn_constructor_kwargs={"config": config.as_dict(), "run_token": uuid.uuid4().hex},
         batch_size=1,
         batch_format="numpy",
-        concurrency=config.workers,
+        concurrency=min(config.workers, len(rows)),
         num_cpus=1,
     )
     writers = {split: ShardWriter(out / split, config.shard_size) for split in SPLITS}

@@ -116,4 +116,5 @@ class LocalSource(Source):
 
     @classmethod
     def load_record(cls, record: ObjectRecord) -> trimesh.Scene:
-        return trimesh.load(record.uri, force="scene")
+        # process=False: keep the file as it is, so broken input (NaN vertices) is reported, not hidden
+        return trimesh.load(record.uri, force="scene", process=False)

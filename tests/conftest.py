@@ -1,0 +1,72 @@
+"""Shared fixtures: the real data in ../shared/data (skipped when absent) and one Ray per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for all in-process pipeline runs (start-up costs seconds)."""
+    from voxforge.pipeline.config import RunConfig
+    from voxforge.pipeline.run import init_ray
+
+    init_ray(RunConfig(workers=2))
+    import ray
+
+    yield ray
+    ray.shutdown()
+
+
+def small_config(out: Path, **overrides):
+    """A quick run: few views, few points, no progress bar."""
+    from voxforge.pipeline.config import RunConfig
+
+    values = dict(source="procedural", limit=6, views=6, points=4096, out=str(out), workers=2, progress=False,
+                  shard_size=4)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def projection_hits(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray, mask: np.ndarray,
+                    tolerance_px: int = 1) -> np.ndarray:
+    """Per point: does it project within ``tolerance_px`` of the mask? (Rasterized edges are 1 px soft.)"""
+    from voxforge.renderers.cameras import project
+
+    if tolerance_px:
+        mask = ndimage.binary_dilation(mask, iterations=tolerance_px)
+    pixels = np.rint(project(points, K, world_to_camera)[0]).astype(int)
+    height, width = mask.shape
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+    hits = np.zeros(len(points), bool)
+    hits[inside] = mask[pixels[inside, 1], pixels[inside, 0]]
+    return hits
+
+
+def mask_coverage(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray, mask: np.ndarray) -> float:
+    """Share of mask pixels with a projected point within 1 px."""
+    from voxforge.renderers.cameras import project
+
+    pixels = np.rint(project(points, K, world_to_camera)[0]).astype(int)
+    height, width = mask.shape
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+    hit = np.zeros_like(mask)
+    hit[pixels[inside, 1], pixels[inside, 0]] = True
+    return float((ndimage.binary_dilation(hit) & mask).sum() / max(mask.sum(), 1))
+
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
