@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for cameras, lights, backgrounds, points")
     run.add_argument("--address", help="Ray cluster address to join (default: start Ray on this machine)")
     run.add_argument("--renderer", default="pyrender", help="renderer backend (default pyrender)")
+    run.add_argument("--supersample", type=int, default=2,
+                     help="anti-aliasing: render NxN larger and average (default 2; 1 = off, fastest)")
     run.add_argument("--splits", type=_csv(float), default=[0.8, 0.1, 0.1], help="train,val,test ratios")
     run.add_argument("--shard-size", type=int, default=64, help="objects per shard (default 64)")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds one object may take (default 300)")
@@ -70,7 +72,7 @@ def _run(args) -> int:
         limit=limit, views=args.views, size=args.size, resolution=args.resolution, fill=args.fill,
         points=args.points, backgrounds=args.backgrounds, background_color=tuple(args.background_color),
         out=args.out or os.path.join("data", args.source), workers=args.workers, seed=args.seed,
-        address=args.address, renderer=args.renderer, split_ratios=tuple(args.splits),
+        address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),
         shard_size=args.shard_size, timeout=args.timeout, retry_failed=args.retry_failed,
         save_depth=args.save_depth, progress=not args.no_progress,
     )

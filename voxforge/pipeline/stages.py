@@ -149,7 +149,7 @@ class ObjectWorker:
         self.config = RunConfig.from_dict(config)
         # one worker per CPU is the parallelism; Mesa's software rasterizer would add a thread per core
         os.environ.setdefault("LP_NUM_THREADS", "1")
-        self.renderer = get_renderer(self.config.renderer)(self.config.size)
+        self.renderer = get_renderer(self.config.renderer)(self.config.size, supersample=self.config.supersample)
         photos = list_background_images(self.config.backgrounds) if self.config.backgrounds else None
         self.backgrounds = BackgroundPool(photos, color=self.config.background_color)
         work_dir = Path(self.config.out) / fmt.WORK_DIR / "attempts"

@@ -68,8 +68,9 @@ class Renderer(ABC):
 
     name: str = "base"
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, supersample: int = 2) -> None:
         self.size = size
+        self.supersample = supersample  # anti-aliasing: samples per pixel along each axis
 
     @abstractmethod
     def render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:

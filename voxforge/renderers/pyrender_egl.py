@@ -66,8 +66,7 @@ class PyrenderRenderer(Renderer):
     name = "pyrender"
 
     def __init__(self, size: int, supersample: int = 2) -> None:
-        super().__init__(size)
-        self.supersample = supersample
+        super().__init__(size, supersample)
         self._gl_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxforge-gl")
         self._gl_thread.submit(self._create_context).result()
 

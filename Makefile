@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install, then build a dataset from the built-in procedural source (no network)
+#   make test   install with test tools, then run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN = $(VENV)/bin
+DEMO_OUT ?= data/demo
+
+.PHONY: demo test install system-deps bench clean
+
+system-deps:
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('EGL') is None)" || \
+	  (echo "installing Mesa EGL for headless rendering"; apt-get update -qq && \
+	   apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libglx-mesa0)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: system-deps $(VENV)/.installed
+
+demo: install
+	$(BIN)/pipeline run procedural --limit 60 --out $(DEMO_OUT)
+	$(BIN)/pipeline inspect $(DEMO_OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_render.py
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) data build *.egg-info
