@@ -185,3 +185,34 @@ def test_killed_run_leaves_no_readable_partial_shard_and_resumes(tmp_path):
     ids = [s["id"] for s in open_dataset(out)]
     assert len(ids) == len(set(ids)) == 12
     assert not list(Path(out).rglob("*.partial"))
+
+
+def test_full_disk_stops_cleanly_and_resumes(tmp_path, ray_local, monkeypatch):
+    import errno
+
+    from voxforge.loaders.shards import ShardWriter
+
+    original_add, calls = ShardWriter.add, []
+
+    def add_until_full(self, key, members):
+        calls.append(key)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original_add(self, key, members)
+
+    monkeypatch.setattr(ShardWriter, "add", add_until_full)
+    with pytest.raises(RunError, match="disk full"):
+        run(small_config(tmp_path, limit=6, shard_size=1))
+    assert not list(tmp_path.rglob("*.partial"))
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all((tmp_path / r["shard"]).is_file() for r in rows)
+    monkeypatch.setattr(ShardWriter, "add", original_add)
+    assert run(small_config(tmp_path, limit=6, shard_size=1)).ok == 3
+    ids = [s["id"] for s in open_dataset(tmp_path)]
+    assert len(ids) == len(set(ids)) == 6
+
+
+def test_missing_gl_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "no-such-platform")
+    with pytest.raises(RunError, match="cannot start on this machine"):
+        run(small_config(tmp_path, limit=1))

@@ -137,10 +137,27 @@ def write_dataset_info(out: Path, config: RunConfig, manifest: Manifest) -> dict
     return info
 
 
+def check_renderer(config: RunConfig) -> None:
+    """Start the renderer once here, so a missing GL stack is one clear error, not a crash per worker."""
+    from voxforge.renderers import get_renderer
+
+    try:
+        get_renderer(config.renderer)(config.size, supersample=config.supersample).close()
+    except Exception as error:
+        raise RunError(
+            f"renderer {config.renderer!r} cannot start on this machine: {type(error).__name__}: {error}. "
+            "Headless rendering needs Mesa's EGL (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri) or an "
+            "NVIDIA driver; PYOPENGL_PLATFORM, if set, must be egl or osmesa"
+        ) from error
+
+
 def init_ray(config: RunConfig) -> None:
     """Local Ray with ``--workers`` CPUs (or join ``--address``), quiet and without usage stats."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if not config.address:
+        # a one-machine Ray stays on the loopback interface (Ray's own switch for single-node clusters)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
@@ -191,6 +208,8 @@ def _run_locked(config: RunConfig, out: Path, records) -> RunSummary:
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
+    if not config.address:  # on a cluster the driver's node may have no GL; workers report per object
+        check_renderer(config)
     print(f"{len(todo)} objects to process ({summary.skipped} already done) with {config.workers} workers",
           file=sys.stderr)
     init_ray(config)
