@@ -159,15 +159,15 @@ def init_ray(config: RunConfig) -> None:
         # a one-machine Ray stays on the loopback interface (Ray's own switch for single-node clusters)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
+    import ray.data
 
-    if ray.is_initialized():
-        return
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
-    if config.address:
-        ray.init(address=config.address, **quiet)
-    else:
-        temp_dir = os.path.join(tempfile.gettempdir(), "voxforge-ray")
-        ray.init(num_cpus=config.workers, _temp_dir=temp_dir, **quiet)
+    if not ray.is_initialized():  # a Ray the caller already started is used as it is
+        quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
+        if config.address:
+            ray.init(address=config.address, **quiet)
+        else:
+            temp_dir = os.path.join(tempfile.gettempdir(), "voxforge-ray")
+            ray.init(num_cpus=config.workers, _temp_dir=temp_dir, **quiet)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.execution_options.preserve_order = True  # same inputs -> same shards
