@@ -43,16 +43,17 @@ def file_sha256(path: str) -> str:
 
 
 def load_stage(record: ObjectRecord) -> dict:
-    """Mesh in the object frame, with the normalization that got it there."""
+    """Mesh in the object frame (the scene for rendering, one triangle soup for geometry)."""
     scene, normalization = validate_and_normalize(load_record(record))
+    vertices, faces = flatten(scene)
     source_hash = file_sha256(record.uri) if os.path.isfile(record.uri) else ""
-    return {"scene": scene, "normalization": normalization, "source_sha256": source_hash}
+    return {"scene": scene, "vertices": vertices, "faces": faces, "normalization": normalization,
+            "source_sha256": source_hash}
 
 
 def render_stage(loaded: dict, renderer, config: RunConfig, object_id: str) -> dict:
     """Random cameras and lights, then the renderer's colour, alpha and depth."""
-    vertices, _ = flatten(loaded["scene"])
-    radius = float(np.linalg.norm(vertices, axis=1).max())
+    radius = float(np.linalg.norm(loaded["vertices"][np.unique(loaded["faces"])], axis=1).max())
     cameras = sample_cameras(
         config.views, config.size, np.random.default_rng(object_seed(config.seed, object_id, "cameras")),
         CameraRanges(), object_radius=radius,
@@ -73,7 +74,7 @@ def composite_stage(rendered: dict, backgrounds: BackgroundPool, config: RunConf
 
 def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
     """Solid voxels in a cube centred on the object (edge = its longest extent) and surface points."""
-    vertices, faces = flatten(loaded["scene"])
+    vertices, faces = loaded["vertices"], loaded["faces"]
     used = vertices[np.unique(faces)]
     low, high = used.min(axis=0), used.max(axis=0)
     edge = float((high - low).max())
