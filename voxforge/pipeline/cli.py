@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--views", type=int, default=24, help="rendered views per object (default 24)")
     run.add_argument("--size", type=int, default=127, help="image side in pixels (default 127)")
     run.add_argument("--resolution", type=int, default=32, help="voxel grid resolution (default 32)")
-    run.add_argument("--fill", choices=("carve", "flood", "none"), default="carve",
-                     help="how voxels are made solid (default carve, binvox-style)")
+    run.add_argument("--fill", choices=("carve", "carve-dilated", "flood", "none"), default="carve",
+                     help="how voxels are made solid (default carve: binvox's space carving; "
+                     "carve-dilated: binvox -dc as in 3D-R2N2's ShapeNetVox32)")
     run.add_argument("--points", type=int, default=16384, help="surface points per object (default 16384)")
     run.add_argument("--backgrounds", help="folder of background photos, e.g. VOC2007/JPEGImages")
     run.add_argument("--background-color", type=_csv(int), default=[255, 255, 255],

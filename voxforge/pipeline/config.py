@@ -58,7 +58,7 @@ class RunConfig:
             (self.views >= 1, "--views must be at least 1"),
             (16 <= self.size <= 4096, "--size must be in 16..4096"),
             (2 <= self.resolution <= 512, "--resolution must be in 2..512"),
-            (self.fill in ("carve", "flood", "none"), "--fill must be carve, flood or none"),
+            (self.fill in ("carve", "carve-dilated", "flood", "none"), "--fill must be carve, carve-dilated, flood or none"),
             (self.points >= 1, "--points must be at least 1"),
             (self.workers >= 1, "--workers must be at least 1"),
             (1 <= self.supersample <= 4, "--supersample must be in 1..4"),
