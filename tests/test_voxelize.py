@@ -177,3 +177,28 @@ def test_surface_sampling_is_seeded_area_weighted_and_on_the_surface():
     assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
     on_big_faces = np.isclose(np.abs(a[:, 1]), 0.5).mean()  # two 2x1 faces of total area 10
     assert abs(on_big_faces - 4 / 10) < 0.02
+
+
+def _carve_by_rays(surface: np.ndarray, dilated: bool) -> np.ndarray:
+    """The definition, spelled out: march the six axis rays in from outside (slow, for checking)."""
+    exterior = np.zeros_like(surface)
+    for axis in range(3):
+        for grid, flip in ((surface, False), (np.flip(surface, axis), True)):
+            blocked = grid.copy()
+            if dilated:  # the ray stops one voxel before the surface
+                ahead = [slice(None)] * 3
+                behind = [slice(None)] * 3
+                ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+                blocked[tuple(behind)] |= grid[tuple(ahead)]
+            seen = ~np.logical_or.accumulate(blocked, axis=axis)
+            exterior |= np.flip(seen, axis) if flip else seen
+    return surface | ~exterior
+
+
+@pytest.mark.parametrize("density", [0.002, 0.02, 0.2])
+@pytest.mark.parametrize("dilated", [False, True])
+def test_carving_matches_its_definition(density, dilated):
+    from voxforge.voxelize.grid import carve
+
+    surface = np.random.default_rng(5).random((24, 20, 28)) < density
+    assert np.array_equal(carve(surface, dilated), _carve_by_rays(surface, dilated))

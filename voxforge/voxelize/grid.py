@@ -22,7 +22,7 @@ import numpy as np
 import trimesh
 from scipy import ndimage
 
-from voxforge.voxelize.surface import surface_occupancy, triangle_bounds
+from voxforge.voxelize.surface import carve_spans, surface_occupancy, triangle_bounds
 
 FILL_MODES = ("carve", "carve-dilated", "flood", "none")
 
@@ -77,31 +77,13 @@ def centered_bounds(triangles: np.ndarray) -> tuple[np.ndarray, float]:
     return (low + high) / 2.0 - edge / 2.0, edge
 
 
-def _shift_towards_start(grid: np.ndarray, axis: int) -> np.ndarray:
-    """``out[i] = grid[i + 1]`` along ``axis`` (False past the end)."""
-    out = np.zeros_like(grid)
-    source = [slice(None)] * 3
-    target = [slice(None)] * 3
-    source[axis], target[axis] = slice(1, None), slice(None, -1)
-    out[tuple(target)] = grid[tuple(source)]
-    return out
-
-
 def carve(surface: np.ndarray, dilated: bool = False) -> np.ndarray:
     """Solid = not visible from outside along any of the six axis-aligned rays.
 
     ``dilated``: a ray stops one voxel before it reaches the surface (binvox ``-dc``), so the voxel in
     front of every visible surface voxel stays solid too.
     """
-    exterior = np.zeros_like(surface)
-    for axis in range(3):
-        blocked_up = surface | _shift_towards_start(surface, axis) if dilated else surface
-        flipped = np.flip(surface, axis)
-        blocked_down = flipped | _shift_towards_start(flipped, axis) if dilated else flipped
-        seen_before = np.logical_or.accumulate(blocked_up, axis=axis)
-        seen_after = np.flip(np.logical_or.accumulate(blocked_down, axis=axis), axis)
-        exterior |= ~seen_before | ~seen_after
-    return surface | ~exterior
+    return carve_spans(np.ascontiguousarray(surface, dtype=np.bool_), dilated)
 
 
 def flood(surface: np.ndarray) -> np.ndarray:

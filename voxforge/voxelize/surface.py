@@ -114,3 +114,41 @@ def surface_occupancy(triangles: np.ndarray, origin, voxel_size: float, resoluti
     mark_surface(np.ascontiguousarray(triangles, dtype=np.float64), np.asarray(origin, np.float64),
                  float(voxel_size), resolution, occupancy, half)
     return occupancy
+
+
+@numba.njit(cache=True)
+def carve_spans(surface: np.ndarray, dilated: bool) -> np.ndarray:
+    """binvox-style carving: solid unless seen from outside along one of the six axis rays.
+
+    Per line along each axis, the span between its first and last surface voxel is hidden from both
+    of that axis' rays; a voxel is solid when it lies within the spans of all three axes. ``dilated``
+    widens every span by one voxel (rays stop one voxel before the surface).
+    """
+    n0, n1, n2 = surface.shape
+    widen = 1 if dilated else 0
+    first_x = np.full((n1, n2), n0)
+    last_x = np.full((n1, n2), -1)
+    first_y = np.full((n0, n2), n1)
+    last_y = np.full((n0, n2), -1)
+    first_z = np.full((n0, n1), n2)
+    last_z = np.full((n0, n1), -1)
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                if surface[i, j, k]:
+                    first_x[j, k] = min(first_x[j, k], i)
+                    last_x[j, k] = max(last_x[j, k], i)
+                    first_y[i, k] = min(first_y[i, k], j)
+                    last_y[i, k] = max(last_y[i, k], j)
+                    first_z[i, j] = min(first_z[i, j], k)
+                    last_z[i, j] = max(last_z[i, j], k)
+    solid = surface.copy()
+    for i in range(n0):
+        for j in range(n1):
+            if last_z[i, j] < 0:
+                continue
+            for k in range(max(0, first_z[i, j] - widen), min(n2, last_z[i, j] + 1 + widen)):
+                if (first_x[j, k] - widen <= i <= last_x[j, k] + widen and last_x[j, k] >= 0
+                        and first_y[i, k] - widen <= j <= last_y[i, k] + widen and last_y[i, k] >= 0):
+                    solid[i, j, k] = True
+    return solid
