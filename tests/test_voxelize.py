@@ -202,3 +202,26 @@ def test_carving_matches_its_definition(density, dilated):
 
     surface = np.random.default_rng(5).random((24, 20, 28)) < density
     assert np.array_equal(carve(surface, dilated), _carve_by_rays(surface, dilated))
+
+
+def test_even_sampling_spreads_points_out():
+    from scipy.spatial import cKDTree
+
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    random_points, _ = sample_surface(sphere.vertices, sphere.faces, 1024, seed=0)
+    even_points, normals = sample_surface(sphere.vertices, sphere.faces, 1024, seed=0, even=True)
+    again, _ = sample_surface(sphere.vertices, sphere.faces, 1024, seed=0, even=True)
+    assert np.array_equal(even_points, again) and even_points.shape == normals.shape == (1024, 3)
+    assert np.allclose(np.linalg.norm(even_points, axis=1), 1.0, atol=0.02)
+    gap = lambda p: cKDTree(p).query(p, k=2)[0][:, 1]  # noqa: E731 - distance to the nearest other point
+    assert gap(even_points).min() > 3 * gap(random_points).min()
+    assert gap(even_points).std() < gap(random_points).std()
+
+
+def test_degenerate_faces_do_not_break_the_grid():
+    box = trimesh.creation.box(extents=[1, 1, 1])
+    degenerate = np.repeat(box.vertices[:1][None], 5, axis=0).repeat(3, axis=1)  # point-like triangles
+    triangles = np.concatenate([box.triangles, degenerate])
+    assert np.array_equal(voxelize(triangles, 16).occupancy, voxelize(box, 16).occupancy)
+    with pytest.raises(VoxelizeError, match="zero extent"):
+        voxelize(degenerate, 16)

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how voxels are made solid (default carve: binvox's space carving; "
                      "carve-dilated: binvox -dc as in 3D-R2N2's ShapeNetVox32)")
     run.add_argument("--points", type=int, default=16384, help="surface points per object (default 16384)")
+    run.add_argument("--even-points", action="store_true",
+                     help="evenly spaced points (farthest-point subset), e.g. --points 1024 --even-points")
     run.add_argument("--backgrounds", help="folder of background photos, e.g. VOC2007/JPEGImages")
     run.add_argument("--background-color", type=_csv(int), default=[255, 255, 255],
                      help="plain background R,G,B when no photos are given (default 255,255,255)")
@@ -71,7 +73,7 @@ def _run(args) -> int:
     config = RunConfig(
         source=args.source, path=args.path, category_map=args.category_map, categories=args.categories,
         limit=limit, views=args.views, size=args.size, resolution=args.resolution, fill=args.fill,
-        points=args.points, backgrounds=args.backgrounds, background_color=tuple(args.background_color),
+        points=args.points, even_points=args.even_points, backgrounds=args.backgrounds, background_color=tuple(args.background_color),
         out=args.out or os.path.join("data", args.source), workers=args.workers, seed=args.seed,
         address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),
         shard_size=args.shard_size, timeout=args.timeout, retry_failed=args.retry_failed,

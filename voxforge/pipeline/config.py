@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 # Settings that change what a sample contains: a resumed run must use the same values, or the
 # dataset would mix two kinds of samples.
 SAMPLE_DEFINING = (
-    "source", "views", "size", "resolution", "fill", "points", "backgrounds", "background_color",
+    "source", "views", "size", "resolution", "fill", "points", "even_points", "backgrounds", "background_color",
     "seed", "renderer", "supersample", "split_ratios", "save_depth",
 )
 
@@ -25,6 +25,7 @@ class RunConfig:
     resolution: int = 32
     fill: str = "carve"
     points: int = 16384
+    even_points: bool = False  # farthest-point subset of 8x as many samples: evenly spaced clouds
     backgrounds: str | None = None  # folder of photos (PASCAL VOC JPEGImages)
     background_color: tuple[int, int, int] = (255, 255, 255)
     out: str = "data/dataset"

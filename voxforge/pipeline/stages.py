@@ -80,7 +80,8 @@ def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
     edge = float((high - low).max())
     grid = voxelize((vertices[faces]), resolution=config.resolution, fill=config.fill,
                     bounds=((low + high) / 2 - edge / 2, edge))
-    points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"))
+    points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"),
+                                     even=config.even_points)
     return {"voxels": grid, "points": points, "normals": normals}
 
 
@@ -117,7 +118,7 @@ def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict,
         "lights": [rig.as_dict() for rig in rendered["lights"]],
         "voxels": {"resolution": grid.resolution, "origin": grid.origin.tolist(), "voxel_size": grid.voxel_size,
                    "fill": config.fill, "occupied": int(grid.occupancy.sum())},
-        "points": {"count": int(len(geometry["points"]))},
+        "points": {"count": int(len(geometry["points"])), "evenly_spaced": config.even_points},
     }
     members = {fmt.META: json.dumps(meta, sort_keys=True).encode()}
     alpha = rendered["render"].alpha
