@@ -15,6 +15,7 @@ from voxforge.loaders.shards import iter_shard, shard_paths
 from voxforge.voxelize.binvox import decode_binvox
 
 SPLITS = fmt.SPLITS
+PER_VIEW = ("azimuth", "elevation", "distance", "focal_normalized", "K", "world_to_camera")
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -22,17 +23,21 @@ def _png(data: bytes) -> np.ndarray:
         return np.asarray(image)
 
 
-def decode_sample(members: dict[str, bytes]) -> dict:
-    """One sample's shard members -> the documented dict (see docs/FORMAT.md)."""
+def decode_sample(members: dict[str, bytes], views: list[int] | None = None) -> dict:
+    """One sample's shard members -> the documented dict (see docs/FORMAT.md).
+
+    ``views``: decode only these views (training uses a few of the 24; PNG decoding dominates).
+    """
     meta = json.loads(members[fmt.META])
-    views = meta["views"]
-    cameras = meta["cameras"]
-    alphas = np.stack([_png(members[fmt.mask_member(v)]) for v in range(views)])
+    views = list(range(meta["views"])) if views is None else list(views)
+    cameras = {k: (np.asarray(v)[views] if k in PER_VIEW else v) for k, v in meta["cameras"].items()}
+    alphas = np.stack([_png(members[fmt.mask_member(v)]) for v in views])
     grid = decode_binvox(members[fmt.VOXELS])
     sample = {
         "id": meta["id"], "category": meta["category"], "split": meta["split"],
         "synset_id": meta.get("synset_id", ""), "model_id": meta.get("model_id", ""),
-        "images": np.stack([_png(members[fmt.image_member(v)]) for v in range(views)]),
+        "images": np.stack([_png(members[fmt.image_member(v)]) for v in views]),
+        "views": np.asarray(views),
         "masks": alphas >= 128,
         "alphas": alphas,
         "K": np.asarray(cameras["K"], np.float64),
@@ -45,7 +50,7 @@ def decode_sample(members: dict[str, bytes]) -> dict:
         "meta": meta,
     }
     if fmt.DEPTH in members:
-        sample["depth"] = np.load(io.BytesIO(members[fmt.DEPTH])).astype(np.float32)
+        sample["depth"] = np.load(io.BytesIO(members[fmt.DEPTH]))[views].astype(np.float32)
     return sample
 
 

@@ -1,0 +1,220 @@
+"""PyTorch streaming over voxforge shards: rank/worker splitting, shuffling, 3D-R2N2 style batches.
+
+``ShardDataset`` yields decoded sample dicts (numpy). Shards, not samples, are divided among
+``world_size x num_workers`` readers, so each sample is read exactly once per epoch; keep at least that
+many shards (``pipeline run --shard-size``). ``ViewBatcher`` is the collate function: it draws one view
+count per batch (3D-R2N2 trains on 1..5 views), a random subset of views per object, re-composites
+backgrounds from the stored alpha, augments, and returns tensors.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from voxforge.loaders import format as fmt
+from voxforge.loaders.dataset import decode_sample
+from voxforge.loaders.shards import iter_shard, shard_paths
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# ImageNet RGB covariance eigen-decomposition used by AlexNet-style "PCA lighting" noise
+PCA_EIGENVALUES = np.array([0.2175, 0.0188, 0.0045], np.float32)
+PCA_EIGENVECTORS = np.array(
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
+)
+
+
+def resolve_shards(source: str | Path | Sequence[str | Path], split: str | None = None) -> list[Path]:
+    """Shard paths from a dataset folder (optionally one split), a glob pattern, or a list."""
+    if isinstance(source, (list, tuple)):
+        return [Path(p) for p in source]
+    source = str(source)
+    if os.path.isdir(source):
+        splits = (split,) if split else fmt.SPLITS
+        return [p for s in splits for p in shard_paths(Path(source) / s)]
+    matches = sorted(Path(p) for p in glob.glob(source))
+    if not matches:
+        raise FileNotFoundError(f"no shards match {source}")
+    return matches
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class ShardDataset(IterableDataset):
+    """Decoded samples from shards, each shard read by exactly one (rank, worker) reader per epoch."""
+
+    def __init__(self, source, split: str | None = None, shuffle_buffer: int = 0, seed: int = 0,
+                 max_views: int | None = None) -> None:
+        """``max_views``: decode only a random subset of this many views per sample (all when None)."""
+        super().__init__()
+        self.max_views = max_views
+        self.shards = resolve_shards(source, split)
+        if not self.shards:
+            raise FileNotFoundError(f"{source}: no shards{f' in split {split}' if split else ''}")
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch: shard order and the shuffle buffer are seeded by (seed, epoch)."""
+        self.epoch = epoch
+
+    def my_shards(self) -> list[Path]:
+        rank, world = _rank_and_world()
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        readers = world * workers
+        if len(self.shards) < readers:
+            log.warning("%d shards for %d readers (ranks x workers): some readers get none", len(self.shards), readers)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.shards)) \
+            if self.shuffle_buffer else np.arange(len(self.shards))
+        return [self.shards[i] for i in order[rank * workers + worker :: readers]]
+
+    def __iter__(self) -> Iterator[dict]:
+        rank, _ = _rank_and_world()
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.epoch, rank, info.id if info else 0])
+        buffer: list[dict] = []
+        for shard in self.my_shards():
+            for _, members in iter_shard(shard):
+                views = None
+                if self.max_views is not None:
+                    available = json.loads(members[fmt.META])["views"]
+                    views = sorted(rng.choice(available, size=min(self.max_views, available), replace=False))
+                sample = decode_sample(members, views)
+                if self.shuffle_buffer <= 1:
+                    yield sample
+                    continue
+                buffer.append(sample)
+                if len(buffer) >= self.shuffle_buffer:
+                    yield buffer.pop(int(rng.integers(len(buffer))))
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+def plain_background_of(dataset_folder: str | Path) -> tuple[int, int, int] | None:
+    """The plain colour a dataset was composited over, or None when it used photos."""
+    import json
+
+    config = json.loads((Path(dataset_folder) / fmt.DATASET_FILE).read_text())["config"]
+    return None if config.get("backgrounds") else tuple(config.get("background_color", (255, 255, 255)))
+
+
+def recomposite(image: np.ndarray, alpha: np.ndarray, old_background, new_background) -> np.ndarray:
+    """Swap the background under a rendered view using its stored alpha (exact for plain old colours).
+
+    ``new_background``: an (H, W, 3) image or one RGB colour. Returns float32 in 0..255.
+    """
+    uncovered = 1.0 - alpha.astype(np.float32)[..., None] * np.float32(1 / 255)
+    change = np.asarray(new_background, np.float32) - np.asarray(old_background, np.float32)
+    return image.astype(np.float32) + change * uncovered
+
+
+class ViewBatcher:
+    """Collate function turning sample dicts into a 3D-R2N2 training batch.
+
+    One view count per batch, drawn from ``views = (min, max)``; each object gets that many distinct
+    random views. Backgrounds: ``"keep"`` (as rendered), ``"random_color"`` (3D-R2N2's released code:
+    a random grey-ish colour in [225, 255] per channel when training), ``"fixed_color"`` (240), or a
+    :class:`voxforge.renderers.backgrounds.BackgroundPool` of photos (PASCAL VOC crops, the paper).
+    ``old_background`` is the dataset's plain colour (see :func:`plain_background_of`).
+    """
+
+    def __init__(self, views: tuple[int, int] = (1, 5), background="keep", old_background=(255, 255, 255),
+                 flip: bool = False, color_jitter: float = 0.0, pca_noise: float = 0.0, permute_rgb: bool = False,
+                 normalize: bool = False, seed: int = 0) -> None:
+        if background != "keep" and old_background is None:
+            raise ValueError("re-compositing needs a dataset rendered over a plain colour (no --backgrounds)")
+        self.views = views
+        self.background = background
+        self.old_background = old_background
+        self.flip, self.color_jitter, self.pca_noise = flip, color_jitter, pca_noise
+        self.permute_rgb, self.normalize = permute_rgb, normalize
+        self.rng = np.random.default_rng(seed)
+
+    def _new_background(self, size: int) -> np.ndarray:
+        if self.background == "random_color":
+            return self.rng.uniform(225, 255, size=3).astype(np.float32)
+        if self.background == "fixed_color":
+            return np.full(3, 240.0, np.float32)
+        return self.background.sample(size, self.rng)
+
+    def _augment(self, images: np.ndarray) -> np.ndarray:
+        """Photometric changes on (N, H, W, 3) float images in 0..255, one draw per image, vectorized."""
+        count = len(images)
+        if self.color_jitter:
+            scale = self.rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=(count, 1, 1, 3))
+            images *= scale.astype(np.float32)
+        if self.pca_noise:
+            weights = self.rng.normal(0, self.pca_noise, size=(count, 3)).astype(np.float32)
+            images += (255.0 * (weights * PCA_EIGENVALUES) @ PCA_EIGENVECTORS.T)[:, None, None, :]
+        if self.permute_rgb:
+            permuted = np.empty_like(images)
+            for index, order in enumerate(np.argsort(self.rng.random((count, 3)), axis=1)):
+                for channel, source in enumerate(order):
+                    permuted[index, ..., channel] = images[index, ..., source]
+            images = permuted
+        np.clip(images, 0.0, 255.0, out=images)
+        images *= np.float32(1 / 255)
+        if self.normalize:
+            images -= IMAGENET_MEAN
+            images /= IMAGENET_STD
+        return images
+
+    def __call__(self, samples: list[dict]) -> dict:
+        count = int(self.rng.integers(self.views[0], self.views[1] + 1))
+        images, masks, intrinsics, poses = [], [], [], []
+        for sample in samples:
+            chosen = self.rng.choice(len(sample["images"]), size=count, replace=count > len(sample["images"]))
+            for view in chosen:
+                image, alpha = sample["images"][view], sample["alphas"][view]
+                K, pose = sample["K"][view], sample["world_to_camera"][view]
+                if self.background != "keep":
+                    image = recomposite(image, alpha, self.old_background, self._new_background(image.shape[0]))
+                if self.flip and self.rng.random() < 0.5:
+                    image, alpha = image[:, ::-1], alpha[:, ::-1]
+                    K, pose = flip_camera(K, pose, image.shape[1])
+                images.append(image)
+                masks.append(alpha >= 128)
+                intrinsics.append(K)
+                poses.append(pose)
+        stacked = self._augment(np.stack(images).astype(np.float32, copy=False))
+        size = stacked.shape[1:3]
+        batch = len(samples)
+        return {
+            "images": torch.from_numpy(stacked).permute(0, 3, 1, 2).reshape(batch, count, 3, *size).contiguous(),
+            "masks": torch.from_numpy(np.stack(masks)).reshape(batch, count, *size),
+            "K": torch.from_numpy(np.stack(intrinsics)).float().reshape(batch, count, 3, 3),
+            "world_to_camera": torch.from_numpy(np.stack(poses)).float().reshape(batch, count, 3, 4),
+            "voxels": torch.from_numpy(np.stack([s["voxels"] for s in samples])),
+            "points": torch.from_numpy(np.stack([s["points"] for s in samples])),
+            "id": [s["id"] for s in samples],
+            "category": [s["category"] for s in samples],
+        }
+
+
+def flip_camera(K: np.ndarray, world_to_camera: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The camera of a horizontally mirrored image: camera x negated, principal point mirrored.
+
+    The new ``world_to_camera`` has determinant -1 (a mirror); projecting with it lands every point
+    on the flipped image exactly where its mirror image is.
+    """
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    K = K.copy()
+    K[0, 2] = (width - 1) - K[0, 2]
+    return K, mirror @ world_to_camera
