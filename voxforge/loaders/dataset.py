@@ -82,6 +82,10 @@ class VoxforgeDataset:
                 yield decode_sample(members)
 
 
-def open_dataset(path: str | Path, split: str | None = None) -> VoxforgeDataset:
-    """Open a voxforge dataset folder; iterate it for sample dicts."""
+def open_dataset(path: str | Path, split: str | None = None):
+    """Open a voxforge dataset folder, or the original 3D-R2N2 layout; iterate it for sample dicts."""
+    from voxforge.loaders.r2n2 import R2N2Dataset, is_r2n2_layout
+
+    if is_r2n2_layout(path):
+        return R2N2Dataset(path, split)
     return VoxforgeDataset(path, split)

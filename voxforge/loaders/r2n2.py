@@ -1,0 +1,130 @@
+"""Reading the original 3D-R2N2 data layout as voxforge sample dicts.
+
+Layout: ``ShapeNetRendering/<synset>/<id>/rendering/NN.png`` (RGBA renders) with
+``rendering_metadata.txt`` (per view: azimuth, elevation, in-plane rotation, distance ratio, and a
+last column that is not a pinhole field of view), and ``ShapeNetVox32/<synset>/<id>/model.binvox``.
+An optional Pix2Vox-style taxonomy JSON (``ShapeNet.json``) gives category names and splits.
+
+Conventions (as in meshrcnn / PyTorch3D's R2N2 dataset, checked against the real alpha masks):
+- Cameras: Blender's extrinsics from (azimuth, elevation, distance_ratio x 1.75), looking at the
+  origin, with Blender's 90-degree x rotation of imported OBJs folded in; focal 2.1875 in half-image
+  units. They are returned in voxforge's OpenCV form (``K`` in pixels, ``world_to_camera`` 3x4).
+- Voxels: indexed [x, y, z] in the ShapeNet frame (+Y up). The binvox header's translate/scale refer
+  to the original mesh, not the rendered frame; the renders show the model centred at the origin with
+  a unit bounding-box diagonal, and ``binvox -cb`` fitted the grid to that box. So the occupied
+  voxels' bounding box is placed centred at the origin and scaled to a unit diagonal
+  (``voxel_origin``/``voxel_size`` describe that placement).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from voxforge.voxelize.binvox import read_binvox
+
+RENDERING_DIR = "ShapeNetRendering"
+VOXEL_DIR = "ShapeNetVox32"
+MAX_CAMERA_DISTANCE = 1.75
+FOCAL_NORMALIZED = 2.1875
+
+
+def is_r2n2_layout(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / RENDERING_DIR).is_dir() and (path / VOXEL_DIR).is_dir()
+
+
+def r2n2_world_to_camera(azimuth: float, elevation: float, distance_ratio: float) -> np.ndarray:
+    """OpenCV 3x4 ``world_to_camera`` of one 3D-R2N2 view (ShapeNet frame, +Y up)."""
+    az, el = -np.radians(azimuth), -np.radians(elevation)
+    sa, ca, se, ce = np.sin(az), np.cos(az), np.sin(el), np.cos(el)
+    world_to_object = np.array([[ca * ce, sa * ce, -se], [-sa, ca, 0.0], [ca * se, sa * se, ce]])
+    object_to_blender_camera = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    rotation = object_to_blender_camera @ world_to_object
+    translation = -object_to_blender_camera @ np.array([distance_ratio * MAX_CAMERA_DISTANCE, 0.0, 0.0])
+    obj_import_rotation = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # Blender's OBJ import
+    blender_to_opencv = np.diag([1.0, -1.0, -1.0])
+    return blender_to_opencv @ np.concatenate([rotation @ obj_import_rotation, translation[:, None]], axis=1)
+
+
+def r2n2_intrinsics(size: int) -> np.ndarray:
+    focal = FOCAL_NORMALIZED * size / 2.0
+    centre = (size - 1) / 2.0
+    return np.array([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]])
+
+
+def read_metadata(path: str | Path) -> np.ndarray:
+    """(V, 5): azimuth, elevation, in-plane rotation, distance ratio, last column (kept as is)."""
+    rows = [[float(v) for v in line.split()] for line in Path(path).read_text().splitlines() if line.strip()]
+    return np.array(rows, dtype=np.float64)
+
+
+def voxel_frame(occupancy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Origin and voxel size placing the occupied box centred at the origin with unit diagonal."""
+    occupied = np.argwhere(occupancy)
+    low, high = occupied.min(axis=0), occupied.max(axis=0) + 1
+    voxel_size = 1.0 / float(np.linalg.norm(high - low))
+    return -(low + high) / 2.0 * voxel_size, voxel_size
+
+
+def _taxonomy(root: Path, taxonomy: str | Path | None) -> dict[tuple[str, str], tuple[str, str]]:
+    """(synset, model id) -> (category name, split), from a Pix2Vox-style JSON if there is one."""
+    path = Path(taxonomy) if taxonomy else root / "ShapeNet.json"
+    if not path.is_file():
+        return {}
+    lookup = {}
+    for entry in json.loads(path.read_text()):
+        for split in ("train", "val", "test"):
+            for model_id in entry.get(split, []):
+                lookup[(entry["taxonomy_id"], model_id)] = (entry["taxonomy_name"], split)
+    return lookup
+
+
+def iter_r2n2(root: str | Path, taxonomy: str | Path | None = None, split: str | None = None) -> Iterator[dict]:
+    """Sample dicts (same keys as voxforge datasets, no points) for every object with renders and voxels."""
+    from voxforge.pipeline.sources.shapenet_taxonomy import category_name
+
+    root = Path(root)
+    names = _taxonomy(root, taxonomy)
+    for rendering in sorted((root / RENDERING_DIR).glob("*/*/rendering")):
+        synset, model_id = rendering.parent.parent.name, rendering.parent.name
+        voxel_path = root / VOXEL_DIR / synset / model_id / "model.binvox"
+        if not voxel_path.is_file():
+            continue
+        category, object_split = names.get((synset, model_id), (category_name(synset), ""))
+        if split is not None and object_split != split:
+            continue
+        metadata = read_metadata(rendering / "rendering_metadata.txt")
+        rgba = np.stack([np.asarray(Image.open(rendering / f"{v:02d}.png").convert("RGBA")) for v in range(len(metadata))])
+        alpha = rgba[..., 3]
+        a = alpha[..., None].astype(np.float32) / 255.0
+        images = np.clip(np.rint(rgba[..., :3] * a + 255.0 * (1.0 - a)), 0, 255).astype(np.uint8)  # over white
+        grid = read_binvox(voxel_path)
+        origin, voxel_size = voxel_frame(grid.occupancy)
+        size = images.shape[1]
+        yield {
+            "id": f"{synset}/{model_id}", "category": category, "split": object_split,
+            "synset_id": synset, "model_id": model_id,
+            "images": images, "alphas": alpha, "masks": alpha >= 128,
+            "K": np.stack([r2n2_intrinsics(size)] * len(metadata)),
+            "world_to_camera": np.stack([r2n2_world_to_camera(m[0], m[1], m[3]) for m in metadata]),
+            "azimuth": metadata[:, 0], "elevation": metadata[:, 1],
+            "distance": metadata[:, 3] * MAX_CAMERA_DISTANCE,
+            "voxels": grid.occupancy, "voxel_origin": origin, "voxel_size": voxel_size,
+            "meta": {"layout": "r2n2", "metadata": metadata.tolist(), "binvox_translate": grid.origin.tolist(),
+                     "binvox_scale": grid.voxel_size * grid.resolution},
+        }
+
+
+class R2N2Dataset:
+    """The 3D-R2N2 folder layout, iterable like :class:`voxforge.loaders.VoxforgeDataset`."""
+
+    def __init__(self, path: str | Path, split: str | None = None, taxonomy: str | Path | None = None) -> None:
+        self.path, self.split, self.taxonomy = Path(path), split, taxonomy
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter_r2n2(self.path, self.taxonomy, self.split)
