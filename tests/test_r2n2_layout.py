@@ -50,3 +50,35 @@ def test_a_wrong_convention_would_be_caught(shared_data, wrong):
             scores.append(projection_hits(_centres(sample), sample["K"][view], pose, sample["alphas"][view] > 0,
                                           tolerance_px=2).mean())
     assert np.mean(scores) < 0.9
+
+
+@pytest.mark.slow
+def test_export_reads_back_with_the_same_cameras_voxels_and_images(tmp_path, ray_local):
+    from conftest import small_config
+
+    from voxforge.pipeline.cli import main
+    from voxforge.pipeline.run import run
+
+    run(small_config(tmp_path / "data", limit=3))
+    assert main(["export", str(tmp_path / "data"), "--layout", "r2n2", "--out", str(tmp_path / "r2n2")]) == 0
+    originals = {s["id"]: s for s in open_dataset(tmp_path / "data")}
+    exported = list(open_dataset(tmp_path / "r2n2"))
+    assert len(exported) == 3
+    for sample in exported:
+        original = next(o for o in originals.values() if o["category"] == sample["category"])
+        assert np.allclose(sample["world_to_camera"], original["world_to_camera"], atol=1e-6)
+        assert np.allclose(sample["azimuth"], original["azimuth"], atol=1e-6)
+        assert np.allclose(sample["K"], original["K"])
+        assert np.array_equal(sample["voxels"], original["voxels"])
+        assert np.array_equal(sample["alphas"], original["alphas"])
+        assert np.abs(sample["images"].astype(int) - original["images"]).max() <= 2
+        assert sample["split"] == original["split"]
+
+
+def test_exported_names_are_safe_path_components():
+    from voxforge.loaders.r2n2 import _safe_name
+
+    for name in ["../../etc/passwd", "kaolin/armchair.obj", "a b", "", "chair/000001"]:
+        safe = _safe_name(name)
+        assert safe and "/" not in safe and ".." not in safe and safe not in (".", "..")
+    assert _safe_name("1a2b3c") == "1a2b3c"

@@ -54,6 +54,12 @@ def decode_sample(members: dict[str, bytes], views: list[int] | None = None) -> 
     return sample
 
 
+def plain_background_of(dataset_folder: str | Path) -> tuple[int, int, int] | None:
+    """The plain colour a dataset was composited over, or None when it used photos."""
+    config = json.loads((Path(dataset_folder) / fmt.DATASET_FILE).read_text())["config"]
+    return None if config.get("backgrounds") else tuple(config.get("background_color", (255, 255, 255)))
+
+
 class VoxforgeDataset:
     """A dataset folder: ``info`` (dataset.json), ``shards``, and iteration over decoded samples."""
 

@@ -9,6 +9,9 @@ Conventions (as in meshrcnn / PyTorch3D's R2N2 dataset, checked against the real
 - Cameras: Blender's extrinsics from (azimuth, elevation, distance_ratio x 1.75), looking at the
   origin, with Blender's 90-degree x rotation of imported OBJs folded in; focal 2.1875 in half-image
   units. They are returned in voxforge's OpenCV form (``K`` in pixels, ``world_to_camera`` 3x4).
+- The frame is voxforge's (ShapeNet +Y up, centred, unit diagonal); a 3D-R2N2 azimuth ``a`` is the
+  voxforge azimuth ``90 - a`` (elevation and distance agree): ``r2n2_world_to_camera(a, e, r)`` equals
+  ``look_at(camera_position(90 - a, e, 1.75 r))`` exactly.
 - Voxels: indexed [x, y, z] in the ShapeNet frame (+Y up). The binvox header's translate/scale refer
   to the original mesh, not the rendered frame; the renders show the model centred at the origin with
   a unit bounding-box diagonal, and ``binvox -cb`` fitted the grid to that box. So the occupied
@@ -112,7 +115,7 @@ def iter_r2n2(root: str | Path, taxonomy: str | Path | None = None, split: str |
             "images": images, "alphas": alpha, "masks": alpha >= 128,
             "K": np.stack([r2n2_intrinsics(size)] * len(metadata)),
             "world_to_camera": np.stack([r2n2_world_to_camera(m[0], m[1], m[3]) for m in metadata]),
-            "azimuth": metadata[:, 0], "elevation": metadata[:, 1],
+            "azimuth": np.mod(90.0 - metadata[:, 0], 360.0), "elevation": metadata[:, 1],
             "distance": metadata[:, 3] * MAX_CAMERA_DISTANCE,
             "voxels": grid.occupancy, "voxel_origin": origin, "voxel_size": voxel_size,
             "meta": {"layout": "r2n2", "metadata": metadata.tolist(), "binvox_translate": grid.origin.tolist(),
@@ -128,3 +131,56 @@ class R2N2Dataset:
 
     def __iter__(self) -> Iterator[dict]:
         return iter_r2n2(self.path, self.taxonomy, self.split)
+
+
+def _safe_name(text: str) -> str:
+    """A single path component for any id (no separators, no '..'), readable where possible."""
+    from voxforge.loaders.format import sample_key
+
+    return text if text and all(c.isalnum() or c in "-_" for c in text) else sample_key(text)
+
+
+def export_r2n2(samples, out: str | Path, plain_background=None) -> dict[str, int]:
+    """Write samples in the 3D-R2N2 layout (renders, metadata, ShapeNetVox32, ShapeNet.json).
+
+    Renders are RGBA: the object's colour is recovered exactly when the dataset was composited over a
+    plain colour (``plain_background``), else the composited RGB is kept under the alpha. Metadata rows
+    are ``azimuth elevation 0 distance_ratio 25`` in 3D-R2N2's conventions (the 25 is the constant the
+    original files carry). Returns objects written per category.
+    """
+    from voxforge.voxelize.binvox import write_binvox
+    from voxforge.voxelize.grid import VoxelGrid
+
+    out = Path(out)
+    taxonomy: dict[str, dict] = {}
+    written: dict[str, int] = {}
+    for sample in samples:
+        synset = _safe_name(sample.get("synset_id") or sample["category"])
+        model = _safe_name(sample.get("model_id") if sample.get("synset_id") else sample["id"])
+        rendering = out / RENDERING_DIR / synset / model / "rendering"
+        rendering.mkdir(parents=True, exist_ok=True)
+        alpha = sample["alphas"]
+        color = sample["images"].astype(np.float32)
+        if plain_background is not None:
+            a = alpha[..., None].astype(np.float32) / 255.0
+            behind = np.asarray(plain_background, np.float32) * (1.0 - a)
+            color = np.where(a > 0, (color - behind) / np.maximum(a, 1e-6), 0.0)
+        rgba = np.concatenate([np.clip(np.rint(color), 0, 255).astype(np.uint8), alpha[..., None]], axis=-1)
+        names = []
+        for view in range(len(rgba)):
+            names.append(f"{view:02d}.png")
+            Image.fromarray(rgba[view], "RGBA").save(rendering / names[-1])
+        rows = [f"{np.mod(90.0 - az, 360.0):.9g} {el:.9g} 0 {d / MAX_CAMERA_DISTANCE:.9g} 25"
+                for az, el, d in zip(sample["azimuth"], sample["elevation"], sample["distance"])]
+        (rendering / "rendering_metadata.txt").write_text("\n".join(rows) + "\n")
+        (rendering / "renderings.txt").write_text("\n".join(names) + "\n")
+        voxels = out / VOXEL_DIR / synset / model
+        voxels.mkdir(parents=True, exist_ok=True)
+        write_binvox(VoxelGrid(sample["voxels"], np.asarray(sample["voxel_origin"]), float(sample["voxel_size"])),
+                     voxels / "model.binvox")
+        entry = taxonomy.setdefault(synset, {"taxonomy_id": synset, "taxonomy_name": sample["category"],
+                                             "train": [], "val": [], "test": []})
+        entry.setdefault(sample.get("split") or "train", []).append(model)
+        written[sample["category"]] = written.get(sample["category"], 0) + 1
+    (out / "ShapeNet.json").write_text(json.dumps(list(taxonomy.values()), indent=2))
+    return written

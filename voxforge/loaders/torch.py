@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from voxforge.loaders import format as fmt
-from voxforge.loaders.dataset import decode_sample
+from voxforge.loaders.dataset import decode_sample, plain_background_of  # noqa: F401 (re-exported)
 from voxforge.loaders.shards import iter_shard, shard_paths
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,6 @@ class ShardDataset(IterableDataset):
                     yield buffer.pop(int(rng.integers(len(buffer))))
         rng.shuffle(buffer)
         yield from buffer
-
-
-def plain_background_of(dataset_folder: str | Path) -> tuple[int, int, int] | None:
-    """The plain colour a dataset was composited over, or None when it used photos."""
-    import json
-
-    config = json.loads((Path(dataset_folder) / fmt.DATASET_FILE).read_text())["config"]
-    return None if config.get("backgrounds") else tuple(config.get("background_color", (255, 255, 255)))
 
 
 def recomposite(image: np.ndarray, alpha: np.ndarray, old_background, new_background) -> np.ndarray:

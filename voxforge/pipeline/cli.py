@@ -59,7 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("dataset", help="dataset folder")
     inspect.add_argument("--sheet", help="contact sheet path (default DATASET/contact_sheet.png)")
     inspect.add_argument("--samples", type=int, default=8, help="samples on the contact sheet")
+    export = commands.add_parser("export", help="write a dataset in another layout (3D-R2N2 / Pix2Vox)")
+    export.add_argument("dataset", help="voxforge dataset folder")
+    export.add_argument("--layout", choices=("r2n2",), default="r2n2", help="target layout (default r2n2)")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--split", choices=("train", "val", "test"), help="only this split")
     return parser
+
+
+def _export(args) -> int:
+    from voxforge.loaders import open_dataset
+    from voxforge.loaders.r2n2 import export_r2n2
+    from voxforge.loaders.torch import plain_background_of
+
+    try:
+        written = export_r2n2(open_dataset(args.dataset, args.split), args.out, plain_background_of(args.dataset))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {sum(written.values())} objects ({', '.join(f'{k} {v}' for k, v in sorted(written.items()))}) "
+          f"to {args.out} in the 3D-R2N2 layout")
+    return 0
 
 
 def _run(args) -> int:
@@ -107,7 +127,7 @@ def _inspect(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return {"run": _run, "inspect": _inspect}[args.command](args)
+    return {"run": _run, "inspect": _inspect, "export": _export}[args.command](args)
 
 
 if __name__ == "__main__":
