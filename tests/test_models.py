@@ -51,3 +51,39 @@ def test_iou_matches_a_hand_computed_value():
     truth[0, 2:6, :4, :4] = True  # 64 true, 32 shared
     assert torch.isclose(voxel_iou(probabilities, truth, 0.4), torch.tensor([32 / 96]))
     assert torch.isclose(voxel_iou(probabilities, truth, 0.95), torch.tensor([0.0]))
+
+
+def _tiny_data(count: int = 4):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(count, 6, 127, 127, 3), dtype=np.uint8)
+    voxels = rng.random((count, 32, 32, 32)) > 0.8
+    return images, voxels
+
+
+def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(tmp_path):
+    from voxforge.models.train import TrainConfig, array_batches, train
+
+    images, voxels = _tiny_data()
+    config = TrainConfig(arch="3d-gru-1", width=0.125, iterations=6, batch_size=2, views=(1, 3), lr=1e-3,
+                         device="cpu", checkpoint_every=3, log_every=1)
+    straight = train(config, array_batches(images, voxels, config), tmp_path / "straight", progress=False)
+    first = TrainConfig(**{**config.__dict__, "iterations": 3})
+    train(first, array_batches(images, voxels, first), tmp_path / "resumed", progress=False)
+    resumed = train(config, array_batches(images, voxels, config), tmp_path / "resumed", resume=True, progress=False)
+    assert len(resumed["losses"]) == 3
+    assert np.allclose(resumed["losses"], straight["losses"][3:], rtol=1e-5, atol=1e-7)
+    lines = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("iteration") and len(lines) == 7
+
+
+def test_evaluation_reports_thresholds_categories_and_view_counts():
+    from voxforge.models.train import evaluate
+
+    torch.manual_seed(0)
+    model = R2N2("3d-gru-1", width=0.125)
+    images, voxels = _tiny_data(2)
+    samples = [{"images": images[i], "voxels": voxels[i], "category": c} for i, c in enumerate(["chair", "car"])]
+    report = evaluate(model, samples, views=(1, 2))
+    assert set(report["mean_iou"]) == {"0.3", "0.4", "0.5"}
+    assert set(report["per_category"]) == {"chair", "car"} and set(report["per_views"]) == {"1", "2"}
+    assert all(0.0 <= v <= 1.0 for v in report["mean_iou"].values()) and report["objects"] == 2

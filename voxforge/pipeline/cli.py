@@ -64,7 +64,82 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--layout", choices=("r2n2",), default="r2n2", help="target layout (default r2n2)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--split", choices=("train", "val", "test"), help="only this split")
+    train = commands.add_parser("train", help="train 3D-R2N2 on a voxforge dataset or the 3D-R2N2 layout")
+    train.add_argument("--data", required=True, help="voxforge dataset folder or 3D-R2N2 layout folder")
+    train.add_argument("--arch", default="res3d-gru-3",
+                       help="3d-lstm-1, 3d-gru-1, 3d-lstm-3, 3d-gru-3, res3d-gru-3 (default) or gru-vector")
+    train.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv, config.json)")
+    train.add_argument("--iterations", type=int, default=60000)
+    train.add_argument("--batch-size", type=int, default=24)
+    train.add_argument("--views", default="1-5", help="view count range per batch, MIN-MAX (default 1-5)")
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--lr-steps", type=_csv(int), default=[20000, 60000], help="iterations where lr x 0.1")
+    train.add_argument("--weight-decay", type=float, default=5e-5)
+    train.add_argument("--grad-clip", type=float, help="clip the gradient norm")
+    train.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper size)")
+    train.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    train.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=2000)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+    evaluate = commands.add_parser("eval", help="IoU of a trained run per category and number of views")
+    evaluate.add_argument("run", help="run folder written by pipeline train")
+    evaluate.add_argument("--data", required=True, help="voxforge dataset folder or 3D-R2N2 layout folder")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every object)")
     return parser
+
+
+def _train(args) -> int:
+    from voxforge.models.data import training_batches
+    from voxforge.models.train import TrainConfig, train
+
+    low, _, high = args.views.partition("-")
+    views = (int(low), int(high or low))
+    config = TrainConfig(arch=args.arch, width=args.width, iterations=args.iterations, batch_size=args.batch_size,
+                         views=views, lr=args.lr, lr_steps=tuple(args.lr_steps), weight_decay=args.weight_decay,
+                         grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    if args.device:
+        config.device = args.device
+    batches = training_batches(args.data, config.batch_size, views, args.workers, args.seed)
+    try:
+        result = train(config, batches, args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpoint in {args.out}; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"trained {result['iteration']} iterations; last loss {result['losses'][-1]:.4f}; run: {args.out}")
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    import torch
+
+    from voxforge.loaders import open_dataset
+    from voxforge.models.r2n2 import R2N2
+    from voxforge.models.train import evaluate
+
+    state = torch.load(os.path.join(args.run, "checkpoint.pt"), map_location="cpu", weights_only=False)
+    config = state["config"]
+    model = R2N2(config["arch"], config["width"], config["image_size"])
+    model.load_state_dict(state["model"])
+    split = None if args.split == "all" else args.split
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = evaluate(model, open_dataset(args.data, split), device=device, crop=config["image_size"])
+    if not report["objects"]:
+        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
+        return 2
+    report.update(run=args.run, data=args.data, split=args.split, iteration=state["iteration"])
+    with open(os.path.join(args.run, "eval.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"{report['objects']} objects, {args.split} split, 5 views; IoU at threshold 0.3 / 0.4 / 0.5")
+    rows = [("mean", report["mean_iou"])] + sorted(report["per_category"].items())
+    rows += [(f"{n} view(s)", v) for n, v in sorted(report["per_views"].items())]
+    for name, values in rows:
+        print(f"  {name:<16} " + " / ".join(f"{values[t]:.3f}" for t in ("0.3", "0.4", "0.5")))
+    print(f"written: {os.path.join(args.run, 'eval.json')}")
+    return 0
 
 
 def _export(args) -> int:
@@ -127,7 +202,8 @@ def _inspect(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return {"run": _run, "inspect": _inspect, "export": _export}[args.command](args)
+    commands = {"run": _run, "inspect": _inspect, "export": _export, "train": _train, "eval": _eval}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
