@@ -116,11 +116,13 @@ def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, res
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress, unit="it")
     losses: list[float] = []
     began = time.perf_counter()
-    iteration = start
+    done = start  # iterations completed
     try:
         model.train()
         for iteration in bar:
-            batch = next(stream)
+            batch = next(stream, None)
+            if batch is None:  # a finite batch stream (a time budget, a fixed list) has ended
+                break
             images = batch["images"].to(device, non_blocking=True)
             voxels = batch["voxels"].to(device, non_blocking=True)
             loss = model.loss(model(images), voxels)
@@ -136,16 +138,17 @@ def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, res
                                  round(time.perf_counter() - began, 2)])
                 metrics_file.flush()
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if (iteration + 1) % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, iteration + 1, config)
-        iteration = config.iterations
+            done = iteration + 1
+            if done % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config)
     except KeyboardInterrupt:
-        log.warning("interrupted at iteration %d: checkpoint saved, resume with --resume", iteration)
+        log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
         raise
     finally:
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, iteration, config)
+        save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config)
         metrics_file.close()
-    return {"model": model, "losses": losses, "iteration": iteration}
+        bar.close()
+    return {"model": model, "losses": losses, "iteration": done}
 
 
 @torch.no_grad()
