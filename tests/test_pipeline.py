@@ -169,7 +169,7 @@ def test_errors_before_any_work(tmp_path, ray_local):
 def test_killed_run_leaves_no_readable_partial_shard_and_resumes(tmp_path):
     """SIGKILL the whole process group mid-run, then re-run the same command to completion."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "voxforge.pipeline.cli", "run", "procedural", "--limit", "12", "--views", "4",
+    command = [sys.executable, "-m", "voxforge.pipeline.cli", "run", "procedural", "--limit", "48", "--views", "4",
                "--points", "512", "--shard-size", "1", "--workers", "2", "--out", str(out), "--no-progress"]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -178,12 +178,12 @@ def test_killed_run_leaves_no_readable_partial_shard_and_resumes(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     written = [s["id"] for s in open_dataset(out)] if (out / "dataset.json").exists() else []
-    assert 0 < len(written) < 12
+    assert 0 < len(written) < 48
     assert len(written) == len(set(written))
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     ids = [s["id"] for s in open_dataset(out)]
-    assert len(ids) == len(set(ids)) == 12
+    assert len(ids) == len(set(ids)) == 48
     assert not list(Path(out).rglob("*.partial"))
 
 
