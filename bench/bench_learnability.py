@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--data", help="existing procedural dataset (default: build one)")
     args = parser.parse_args()
 
@@ -38,7 +39,7 @@ def main() -> None:
                       shard_size=16, split_ratios=(0.85, 0.0, 0.15)))
         print(f"dataset: {args.objects} objects in {time.perf_counter() - started:.0f} s at {data}")
     config = TrainConfig(arch="3d-gru-3", width=args.width, iterations=10**9, batch_size=args.batch_size,
-                         views=(1, 5), lr=1e-3, lr_steps=(10**9,), device="cpu", log_every=25,
+                         views=(1, 5), lr=args.lr, lr_steps=(10**9,), device="cpu", log_every=25,
                          checkpoint_every=10**9)
     deadline = time.perf_counter() + args.minutes * 60
 
@@ -54,7 +55,7 @@ def main() -> None:
     report = evaluate(result["model"], open_dataset(data, "test"), views=(1, 5))
     losses = np.loadtxt(run_dir / "metrics.csv", delimiter=",", skiprows=1, usecols=1, ndmin=1)
     print(f"trained {result['iteration']} iterations in {args.minutes:g} min (batch {args.batch_size}, width "
-          f"{args.width}); loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+          f"{args.width}, lr {args.lr:g}); loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     print(f"held-out ({report['objects']} objects) IoU at 0.3/0.4/0.5: 1 view "
           + " / ".join(f"{report['per_views']['1'][t]:.3f}" for t in ("0.3", "0.4", "0.5"))
           + "; 5 views " + " / ".join(f"{report['per_views']['5'][t]:.3f}" for t in ("0.3", "0.4", "0.5")))
