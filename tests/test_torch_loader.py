@@ -95,3 +95,13 @@ def test_decoding_a_subset_of_views_keeps_cameras_with_their_images(dataset):
         assert np.array_equal(subset["images"][index], full["images"][view])
         assert np.array_equal(subset["world_to_camera"][index], full["world_to_camera"][view])
         assert subset["azimuth"][index] == full["azimuth"][view]
+
+
+def test_each_dataloader_worker_draws_its_own_views(dataset):
+    loader = torch.utils.data.DataLoader(ShardDataset(dataset), batch_size=1, num_workers=2,
+                                         collate_fn=ViewBatcher(views=(1, 5), seed=0))
+    counts = {}
+    for batch in loader:
+        counts.setdefault(batch["id"][0], batch["images"].shape[1])
+    sequence = list(counts.values())  # workers alternate: equal halves would mean copied random streams
+    assert sequence[0::2] != sequence[1::2]

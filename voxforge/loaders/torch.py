@@ -137,7 +137,17 @@ class ViewBatcher:
         self.old_background = old_background
         self.flip, self.color_jitter, self.pca_noise = flip, color_jitter, pca_noise
         self.permute_rgb, self.normalize = permute_rgb, normalize
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self._worker: int | None = None
+
+    def _reseed_per_worker(self) -> None:
+        """DataLoader workers get copies of this object: give each its own random stream."""
+        info = get_worker_info()
+        worker = info.id if info else None
+        if worker != self._worker:
+            self._worker = worker
+            self.rng = np.random.default_rng([self.seed, -1 if worker is None else worker])
 
     def _new_background(self, size: int) -> np.ndarray:
         if self.background == "random_color":
@@ -169,6 +179,7 @@ class ViewBatcher:
         return images
 
     def __call__(self, samples: list[dict]) -> dict:
+        self._reseed_per_worker()
         count = int(self.rng.integers(self.views[0], self.views[1] + 1))
         images, masks, intrinsics, poses = [], [], [], []
         for sample in samples:
