@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from voxforge.renderers.backgrounds import composite
 from voxforge.voxelize.binvox import read_binvox
 
 RENDERING_DIR = "ShapeNetRendering"
@@ -104,8 +105,7 @@ def iter_r2n2(root: str | Path, taxonomy: str | Path | None = None, split: str |
         metadata = read_metadata(rendering / "rendering_metadata.txt")
         rgba = np.stack([np.asarray(Image.open(rendering / f"{v:02d}.png").convert("RGBA")) for v in range(len(metadata))])
         alpha = rgba[..., 3]
-        a = alpha[..., None].astype(np.float32) / 255.0
-        images = np.clip(np.rint(rgba[..., :3] * a + 255.0 * (1.0 - a)), 0, 255).astype(np.uint8)  # over white
+        images = composite(rgba[..., :3], alpha, np.full(3, 255, np.uint8))  # over white
         grid = read_binvox(voxel_path)
         origin, voxel_size = voxel_frame(grid.occupancy)
         size = images.shape[1]

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from voxforge.loaders.r2n2 import is_r2n2_layout, iter_r2n2
+from voxforge.loaders.torch import recomposite
 
 
-def _crop(images: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
+def crop_views(images: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
     """Random (training) or centred crop to ``size`` (3D-R2N2 renders are 137, the network takes 127)."""
     extra = images.shape[1] - size
     if extra <= 0:
@@ -35,10 +36,9 @@ def r2n2_batches(root: str | Path, batch_size: int, views: tuple[int, int], imag
             for sample in chosen:
                 picks = rng.choice(len(sample["images"]), size=count, replace=False)
                 background = rng.uniform(225, 255, size=3)  # 3D-R2N2's training background
-                a = sample["alphas"][picks][..., None] / 255.0
                 # stored images are over white: swap in the random colour
-                composited = sample["images"][picks] + (background - 255.0) * (1.0 - a)
-                images.append(_crop(composited, image_size, rng))
+                composited = recomposite(sample["images"][picks], sample["alphas"][picks], 255.0, background)
+                images.append(crop_views(composited, image_size, rng))
                 voxels.append(sample["voxels"])
             yield {"images": torch.from_numpy(np.stack(images)).permute(0, 1, 4, 2, 3).float() / 255.0,
                    "voxels": torch.from_numpy(np.stack(voxels))}

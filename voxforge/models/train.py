@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxforge.models.data import crop_views
 from voxforge.models.r2n2 import R2N2, voxel_iou
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,8 @@ def evaluate(model: R2N2, samples: Iterable[dict], views: Iterable[int] = (1, 2,
     overall: dict[str, list[float]] = {str(t): [] for t in THRESHOLDS}
     for sample in samples:
         images = sample["images"]
-        if crop is not None and images.shape[1] != crop:
-            offset = (images.shape[1] - crop) // 2
-            images = images[:, offset : offset + crop, offset : offset + crop]
+        if crop is not None:
+            images = crop_views(images, crop, rng=None)  # centred
         tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)[None]
         truth = torch.from_numpy(np.asarray(sample["voxels"]))[None]
         for count in views:

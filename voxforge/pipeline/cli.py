@@ -144,8 +144,8 @@ def _eval(args) -> int:
 
 def _export(args) -> int:
     from voxforge.loaders import open_dataset
+    from voxforge.loaders.dataset import plain_background_of
     from voxforge.loaders.r2n2 import export_r2n2
-    from voxforge.loaders.torch import plain_background_of
 
     try:
         written = export_r2n2(open_dataset(args.dataset, args.split), args.out, plain_background_of(args.dataset))

@@ -32,6 +32,7 @@ from voxforge.renderers import get_renderer, sample_lighting
 from voxforge.renderers.backgrounds import BackgroundPool, composite, list_background_images
 from voxforge.renderers.cameras import CameraRanges, sample_cameras
 from voxforge.voxelize import encode_binvox, sample_surface, voxelize
+from voxforge.voxelize.grid import centered_bounds
 
 
 def file_sha256(path: str) -> str:
@@ -75,11 +76,8 @@ def composite_stage(rendered: dict, backgrounds: BackgroundPool, config: RunConf
 def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
     """Solid voxels in a cube centred on the object (edge = its longest extent) and surface points."""
     vertices, faces = loaded["vertices"], loaded["faces"]
-    used = vertices[np.unique(faces)]
-    low, high = used.min(axis=0), used.max(axis=0)
-    edge = float((high - low).max())
-    grid = voxelize((vertices[faces]), resolution=config.resolution, fill=config.fill,
-                    bounds=((low + high) / 2 - edge / 2, edge))
+    triangles = vertices[faces]
+    grid = voxelize(triangles, resolution=config.resolution, fill=config.fill, bounds=centered_bounds(triangles))
     points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"),
                                      even=config.even_points)
     return {"voxels": grid, "points": points, "normals": normals}
