@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fill", choices=("carve", "carve-dilated", "flood", "none"), default="carve",
                      help="how voxels are made solid (default carve: binvox's space carving; "
                      "carve-dilated: binvox -dc as in 3D-R2N2's ShapeNetVox32)")
+    run.add_argument("--voxel-surface", choices=("raster", "exact"), default="raster",
+                     help="surface voxels: raster = binvox's default rasterization, as ShapeNet's files "
+                     "(default); exact = every voxel a triangle meets (binvox -e)")
+    run.add_argument("--wireframe", action="store_true",
+                     help="also voxelize triangle edges (binvox -aw, as 3D-R2N2's ShapeNetVox32): thin parts never vanish")
     run.add_argument("--points", type=int, default=16384, help="surface points per object (default 16384)")
     run.add_argument("--even-points", action="store_true",
                      help="evenly spaced points (farthest-point subset), e.g. --points 1024 --even-points")
@@ -168,6 +173,7 @@ def _run(args) -> int:
     config = RunConfig(
         source=args.source, path=args.path, category_map=args.category_map, categories=args.categories,
         limit=limit, views=args.views, size=args.size, resolution=args.resolution, fill=args.fill,
+        voxel_surface=args.voxel_surface, wireframe=args.wireframe,
         points=args.points, even_points=args.even_points, backgrounds=args.backgrounds, background_color=tuple(args.background_color),
         out=args.out or os.path.join("data", args.source), workers=args.workers, seed=args.seed,
         address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),

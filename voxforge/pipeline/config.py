@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 # Settings that change what a sample contains: a resumed run must use the same values, or the
 # dataset would mix two kinds of samples.
 SAMPLE_DEFINING = (
-    "source", "views", "size", "resolution", "fill", "points", "even_points", "backgrounds", "background_color",
-    "seed", "renderer", "supersample", "split_ratios", "save_depth",
+    "source", "views", "size", "resolution", "fill", "voxel_surface", "wireframe", "points", "even_points",
+    "backgrounds", "background_color", "seed", "renderer", "supersample", "split_ratios", "save_depth",
 )
 
 
@@ -24,6 +24,8 @@ class RunConfig:
     size: int = 127
     resolution: int = 32
     fill: str = "carve"
+    voxel_surface: str = "raster"  # binvox's rasterization (ShapeNet's files) or "exact" (binvox -e)
+    wireframe: bool = False  # also voxelize every triangle edge (binvox -aw): no thin part can vanish
     points: int = 16384
     even_points: bool = False  # farthest-point subset of 8x as many samples: evenly spaced clouds
     backgrounds: str | None = None  # folder of photos (PASCAL VOC JPEGImages)
@@ -60,6 +62,7 @@ class RunConfig:
             (16 <= self.size <= 4096, "--size must be in 16..4096"),
             (2 <= self.resolution <= 512, "--resolution must be in 2..512"),
             (self.fill in ("carve", "carve-dilated", "flood", "none"), "--fill must be carve, carve-dilated, flood or none"),
+            (self.voxel_surface in ("raster", "exact"), "--voxel-surface must be raster or exact"),
             (self.points >= 1, "--points must be at least 1"),
             (self.workers >= 1, "--workers must be at least 1"),
             (1 <= self.supersample <= 4, "--supersample must be in 1..4"),

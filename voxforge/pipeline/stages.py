@@ -77,7 +77,8 @@ def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
     """Solid voxels in a cube centred on the object (edge = its longest extent) and surface points."""
     vertices, faces = loaded["vertices"], loaded["faces"]
     triangles = vertices[faces]
-    grid = voxelize(triangles, resolution=config.resolution, fill=config.fill, bounds=centered_bounds(triangles))
+    grid = voxelize(triangles, resolution=config.resolution, fill=config.fill, bounds=centered_bounds(triangles),
+                    surface=config.voxel_surface, wireframe=config.wireframe)
     points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"),
                                      even=config.even_points)
     return {"voxels": grid, "points": points, "normals": normals}
@@ -115,7 +116,8 @@ def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict,
         },
         "lights": [rig.as_dict() for rig in rendered["lights"]],
         "voxels": {"resolution": grid.resolution, "origin": grid.origin.tolist(), "voxel_size": grid.voxel_size,
-                   "fill": config.fill, "occupied": int(grid.occupancy.sum())},
+                   "fill": config.fill, "surface": config.voxel_surface, "wireframe": config.wireframe,
+                   "occupied": int(grid.occupancy.sum())},
         "points": {"count": int(len(geometry["points"])), "evenly_spaced": config.even_points},
     }
     members = {fmt.META: json.dumps(meta, sort_keys=True).encode()}

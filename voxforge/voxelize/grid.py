@@ -1,7 +1,17 @@
 """Solid occupancy grids from triangle meshes.
 
-The surface is exact: a voxel is occupied when its cube meets a triangle (see ``surface.py``), so thin
-parts thinner than a voxel are kept and no triangle leaves a gap. The inside is then filled:
+Two ways to find the surface voxels, both as binvox does them:
+
+- ``surface="raster"`` (default; binvox's default): a voxel is set where a face crosses one of its
+  axis-parallel sample lines (``raster.py``). Faces that only clip a voxel's corner leave it empty, so
+  the shell is one voxel thin, as in ShapeNetCore's binvox files. ``samples`` lines per voxel edge
+  (default: enough for 128 lines across the cube, ShapeNet's resolution) keep parts thinner than a
+  voxel; ``wireframe=True`` (binvox ``-aw``) also sets every voxel a triangle edge passes through, so
+  no triangle can fall between the lines.
+- ``surface="exact"`` (binvox ``-e``): a voxel is set when its cube meets a triangle (``surface.py``);
+  nothing is ever missed, and the shell is thicker (up to 26-connected).
+
+The inside is then filled:
 
 - ``carve``: binvox-style space carving (binvox's default; ShapeNetCore v2's
   ``model_normalized.solid.binvox`` equal their surface grid carved this way). A voxel is empty only
@@ -22,9 +32,14 @@ import numpy as np
 import trimesh
 from scipy import ndimage
 
+from voxforge.voxelize.raster import raster_occupancy
 from voxforge.voxelize.surface import carve_spans, surface_occupancy, triangle_bounds
 
 FILL_MODES = ("carve", "carve-dilated", "flood", "none")
+SURFACE_MODES = ("raster", "exact")
+# ShapeNetCore's binvox files are 128^3: coarser grids sample faces on that lattice by default, so a
+# 32^3 grid equals the 128^3 one max-pooled
+REFERENCE_LINES = 128
 
 
 @dataclass
@@ -91,10 +106,22 @@ def flood(surface: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(surface)
 
 
-def voxelize(mesh, resolution: int = 32, fill: str = "carve", bounds: tuple | None = None) -> VoxelGrid:
-    """Occupancy grid of ``mesh`` in the cube ``bounds = (min corner xyz, edge)`` (binvox cube by default)."""
+def default_samples(resolution: int) -> int:
+    """Sample lines per voxel edge so that at least ``REFERENCE_LINES`` lines cross the cube."""
+    return max(1, -(-REFERENCE_LINES // resolution))
+
+
+def voxelize(mesh, resolution: int = 32, fill: str = "carve", bounds: tuple | None = None,
+             surface: str = "raster", samples: int | None = None, wireframe: bool = False) -> VoxelGrid:
+    """Occupancy grid of ``mesh`` in the cube ``bounds = (min corner xyz, edge)`` (binvox cube by default).
+
+    ``surface``/``samples``/``wireframe`` choose how surface voxels are found (module docstring);
+    ``fill`` how the inside is made solid.
+    """
     if fill not in FILL_MODES:
         raise ValueError(f"fill must be one of {FILL_MODES}, got {fill!r}")
+    if surface not in SURFACE_MODES:
+        raise ValueError(f"surface must be one of {SURFACE_MODES}, got {surface!r}")
     if not 2 <= resolution <= 1024:
         raise ValueError(f"resolution must be in 2..1024, got {resolution}")
     triangles = as_triangles(mesh)
@@ -111,9 +138,13 @@ def voxelize(mesh, resolution: int = 32, fill: str = "carve", bounds: tuple | No
     if not edge > 0:
         raise VoxelizeError("the mesh has zero extent")
     voxel_size = edge / resolution
-    surface = surface_occupancy(triangles, origin, voxel_size, resolution)
-    if not surface.any():
+    if surface == "exact":
+        shell = surface_occupancy(triangles, origin, voxel_size, resolution)
+    else:
+        shell = raster_occupancy(triangles, origin, voxel_size, resolution,
+                                 samples or default_samples(resolution), wireframe)
+    if not shell.any():
         raise VoxelizeError("the mesh lies entirely outside the voxel bounds")
     fills = {"carve": carve, "carve-dilated": lambda s: carve(s, dilated=True), "flood": flood, "none": lambda s: s}
-    occupancy = fills[fill](surface)
+    occupancy = fills[fill](shell)
     return VoxelGrid(occupancy=occupancy, origin=np.asarray(origin, float), voxel_size=float(voxel_size))
