@@ -35,6 +35,8 @@ class ObjectRecord:
     synset_id: str = ""
     model_id: str = ""
     extra: dict = field(default_factory=dict)  # source-specific metadata carried into the sample
+    fetch: dict = field(default_factory=dict)  # how to download the mesh (downloads.materialize); not in samples
+    split: str = ""  # a split fixed by the source (e.g. 3D-R2N2's); empty = assigned from the id
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -87,6 +89,10 @@ class Source(ABC):
     def category_aliases(self) -> dict[str, str]:
         """Extra accepted names (synonyms, synset ids) -> canonical category."""
         return {}
+
+    def selection_notes(self) -> list[str]:
+        """Lines printed before work starts (how categories resolved, what each filter kept)."""
+        return list(getattr(self, "notes", []))
 
     def select(self, categories: list[str] | None, limit: int | None) -> list[ObjectRecord]:
         """Records of the categories, interleaved across categories so a limit stays balanced."""

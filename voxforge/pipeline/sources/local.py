@@ -1,4 +1,5 @@
-"""Any folder of meshes: OBJ (+MTL, textures), GLB/GLTF, PLY, STL, OFF.
+"""Any folder of meshes: OBJ (+MTL, textures), GLB/GLTF, PLY, STL, OFF, DAE (with pycollada); FBX and .blend
+through Blender.
 
 Category comes from a mapping file when given, else from the first sub-folder under the root (files
 directly in the root take the root's own name). The ShapeNetCore layouts are recognized:
@@ -17,15 +18,16 @@ from pathlib import Path
 import trimesh
 
 from voxforge.pipeline.sources.base import ObjectRecord, Source, SourceError
-from voxforge.pipeline.sources.shapenet_taxonomy import NAME_TO_SYNSET, SYNONYMS, category_name
+from voxforge.pipeline.sources.shapenet_taxonomy import category_name, shapenet_aliases
 
-MESH_SUFFIXES = {".obj", ".glb", ".gltf", ".ply", ".stl", ".off"}
+MESH_SUFFIXES = {".obj", ".glb", ".gltf", ".ply", ".stl", ".off", ".dae", ".fbx", ".blend"}
+BLENDER_SUFFIXES = {".fbx", ".blend"}  # trimesh cannot read these: Blender does (the blender extra)
 SHAPENET_FILES = {"model_normalized.obj": "v2", "model.obj": "v1"}
 SYNSET_PATTERN = re.compile(r"^n?\d{8}$")
 SHAPENET_LICENSE = "ShapeNet terms of use (non-commercial research and education)"
 
 
-def _shapenet_ids(relative: Path, root: Path) -> tuple[str, str] | None:
+def shapenet_ids(relative: Path, root: Path) -> tuple[str, str] | None:
     """(synset, model_id) when ``relative`` is a ShapeNetCore v1/v2 model file, else None."""
     parts = relative.parts
     if relative.name not in SHAPENET_FILES:
@@ -83,7 +85,7 @@ class LocalSource(Source):
         shapenet_dirs = set()
         for path in files:
             relative = path.relative_to(self.root)
-            ids = _shapenet_ids(relative, self.root)
+            ids = shapenet_ids(relative, self.root)
             if ids:
                 synset, model_id = ids
                 shapenet_dirs.add(path.parent if path.parent.name != "models" else path.parent.parent)
@@ -106,8 +108,7 @@ class LocalSource(Source):
     def category_aliases(self) -> dict[str, str]:
         present = set(self.categories())
         aliases = {s: category_name(s) for s in {r.synset_id for r in self._all if r.synset_id}}
-        aliases |= {syn: name for syn, name in SYNONYMS.items() if name in present}
-        aliases |= {NAME_TO_SYNSET[n]: n for n in present if n in NAME_TO_SYNSET}
+        aliases |= shapenet_aliases(present)
         return {a: n for a, n in aliases.items() if n in present}
 
     def records(self, categories: list[str]) -> Iterator[ObjectRecord]:
@@ -116,5 +117,9 @@ class LocalSource(Source):
 
     @classmethod
     def load_record(cls, record: ObjectRecord) -> trimesh.Scene:
+        if Path(record.uri).suffix.lower() in BLENDER_SUFFIXES:
+            from voxforge.renderers.blender.importers import load_with_blender
+
+            return load_with_blender(record.uri)
         # process=False: keep the file as it is, so broken input (NaN vertices) is reported, not hidden
         return trimesh.load(record.uri, force="scene", process=False)

@@ -45,3 +45,10 @@ NAME_TO_SYNSET: dict[str, str] = {name: synset for synset, name in SYNSET_TO_NAM
 def category_name(synset_id: str) -> str:
     """Short name of a synset id; unknown ids are kept as they are (a user's own synsets)."""
     return SYNSET_TO_NAME.get(synset_id, synset_id)
+
+
+def shapenet_aliases(names: set[str] | list[str]) -> dict[str, str]:
+    """Synonyms and synset ids accepted for the given category names."""
+    present = set(names)
+    aliases = {syn: name for syn, name in SYNONYMS.items() if name in present}
+    return aliases | {NAME_TO_SYNSET[n]: n for n in present if n in NAME_TO_SYNSET}
