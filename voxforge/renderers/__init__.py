@@ -9,6 +9,10 @@ from voxforge.renderers.base import LightRig, RenderResult, Renderer, sample_lig
 # name -> "module:Class"; adding a renderer is one module plus one line here
 RENDERERS: dict[str, str] = {
     "pyrender": "voxforge.renderers.pyrender_egl:PyrenderRenderer",
+    "blender": "voxforge.renderers.blender.renderer:BlenderRenderer",  # Cycles
+    "blender-cycles": "voxforge.renderers.blender.renderer:BlenderRenderer",
+    "blender-workbench": "voxforge.renderers.blender.renderer:BlenderWorkbenchRenderer",
+    "blender-eevee": "voxforge.renderers.blender.renderer:BlenderEeveeRenderer",
 }
 
 

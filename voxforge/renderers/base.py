@@ -54,6 +54,30 @@ def sample_lighting(views: int, rng: np.random.Generator) -> list[LightRig]:
     return rigs
 
 
+SOURCE_FILE_KEY = "voxforge_source_file"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """The file a scene was read from, and the 4x4 matrix that moved it into the object frame.
+
+    Renderers that read files themselves (Blender: materials, textures, formats trimesh cannot read)
+    import ``path`` and apply ``source_to_object``; the others render the scene's triangles.
+    """
+
+    path: str
+    source_to_object: np.ndarray
+
+
+def attach_source_file(scene: trimesh.Scene, path: str, source_to_object: np.ndarray) -> None:
+    scene.metadata[SOURCE_FILE_KEY] = SourceFile(str(path), np.asarray(source_to_object, float))
+
+
+def source_file_of(scene: trimesh.Scene) -> SourceFile | None:
+    found = scene.metadata.get(SOURCE_FILE_KEY)
+    return found if isinstance(found, SourceFile) else None
+
+
 @dataclass
 class RenderResult:
     """V views: straight-alpha colour, alpha and camera-space depth (0 where nothing was hit)."""
@@ -67,6 +91,9 @@ class Renderer(ABC):
     """Renders V views of one object; one instance lives in one worker process and is reused."""
 
     name: str = "base"
+    # the pipeline replaces a worker after this many objects or above this resident memory (0 = never)
+    recycle_after_objects: int = 0
+    memory_limit_bytes: int = 0
 
     def __init__(self, size: int, supersample: int = 2) -> None:
         self.size = size
@@ -75,6 +102,11 @@ class Renderer(ABC):
     @abstractmethod
     def render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
         """Render every camera of ``cameras`` with the matching light rig."""
+
+    @property
+    def log_path(self) -> str | None:
+        """A file holding the backend's own output, kept in the reason when an object crashes or hangs."""
+        return None
 
     def close(self) -> None:
         """Free the backend's resources (GL context, Blender data)."""

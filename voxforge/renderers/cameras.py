@@ -30,6 +30,10 @@ class CameraRanges:
     elevation_deg: tuple[float, float] = (25.0, 30.0)
     distance: tuple[float, float] = (0.65 * R2N2_DISTANCE_SCALE, 0.95 * R2N2_DISTANCE_SCALE)
     focal_normalized: float = R2N2_FOCAL_NORMALIZED
+    # "random": every angle uniform in its range; "orbit": view k at azimuth a0 + k (a1 - a0) / views
+    # (fixed turntable views, e.g. SoftRas / PTN: 24 views 15 degrees apart)
+    layout: str = "random"
+    keep_in_frame: bool = True  # raise distances where the object would leave the image (off: exact distances)
 
 
 @dataclass
@@ -85,11 +89,19 @@ def min_distance_in_frame(radius: float, focal_normalized: float, size: int, mar
 def sample_cameras(
     views: int, size: int, rng: np.random.Generator, ranges: CameraRanges = CameraRanges(), object_radius: float = 0.5
 ) -> CameraSet:
-    """Random cameras; each distance is raised where needed so the whole object stays in frame."""
-    azimuth = rng.uniform(*ranges.azimuth_deg, size=views)
+    """Random (or orbit) cameras; with ``keep_in_frame`` each distance is raised where needed so the
+    whole object stays in frame."""
+    if ranges.layout not in ("random", "orbit"):
+        raise ValueError(f"camera layout must be random or orbit, got {ranges.layout!r}")
+    if ranges.layout == "orbit":
+        start, end = ranges.azimuth_deg
+        azimuth = np.mod(start + np.arange(views) * (end - start) / views, 360.0)
+    else:
+        azimuth = rng.uniform(*ranges.azimuth_deg, size=views)
     elevation = rng.uniform(*ranges.elevation_deg, size=views)
     distance = rng.uniform(*ranges.distance, size=views)
-    distance = np.maximum(distance, min_distance_in_frame(object_radius, ranges.focal_normalized, size))
+    if ranges.keep_in_frame:
+        distance = np.maximum(distance, min_distance_in_frame(object_radius, ranges.focal_normalized, size))
     focal = np.full(views, ranges.focal_normalized)
     K = np.stack([intrinsics(size, f) for f in focal])
     world_to_camera = np.stack([look_at(camera_position(a, e, d)) for a, e, d in zip(azimuth, elevation, distance)])
@@ -102,6 +114,15 @@ def project(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray) -> t
     depth = camera[:, 2]
     pixels = camera @ K.T
     return pixels[:, :2] / depth[:, None], depth
+
+
+def rotation_with_z(direction: np.ndarray) -> np.ndarray:
+    """A rotation whose +z axis is ``direction`` (pyrender's and Blender's lights shine along their -z)."""
+    z = direction / np.linalg.norm(direction)
+    helper = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    x = np.cross(helper, z)
+    x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z], axis=1)
 
 
 def camera_to_world_opengl(world_to_camera: np.ndarray) -> np.ndarray:

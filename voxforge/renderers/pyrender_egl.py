@@ -8,20 +8,11 @@ import numpy as np
 import trimesh
 
 from voxforge.renderers.base import LightRig, RenderResult, Renderer, unpremultiply
-from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl
+from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl, rotation_with_z
 from voxforge.renderers.gl import choose_platform
 
 if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it np.infty, removed in numpy 2
     np.infty = np.inf
-
-
-def _rotation_with_z(direction: np.ndarray) -> np.ndarray:
-    """A rotation whose +z axis is ``direction`` (pyrender lights shine along their -z)."""
-    z = direction / np.linalg.norm(direction)
-    helper = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    x = np.cross(helper, z)
-    x /= np.linalg.norm(x)
-    return np.stack([x, np.cross(z, x), z], axis=1)
 
 
 def _disable_msaa(renderer_module) -> None:
@@ -126,8 +117,8 @@ class PyrenderRenderer(Renderer):
             fill_direction = camera_rotation @ (rig.key_direction_camera() * np.array([-1.0, -0.3, 1.0]))
             key_node.light.intensity, key_node.light.color = rig.key_intensity, np.array(rig.key_color)
             fill_node.light.intensity = rig.fill_intensity
-            render_scene.set_pose(key_node, _pose(_rotation_with_z(key_direction)))
-            render_scene.set_pose(fill_node, _pose(_rotation_with_z(fill_direction)))
+            render_scene.set_pose(key_node, _pose(rotation_with_z(key_direction)))
+            render_scene.set_pose(fill_node, _pose(rotation_with_z(fill_direction)))
             render_scene.ambient_light = np.full(3, rig.ambient)
             rgba, view_depth = self._offscreen.render(render_scene, flags=self._flags)
             coverage = downsample(rgba[..., 3], factor)
