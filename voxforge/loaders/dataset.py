@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from voxforge.loaders import format as fmt
+from voxforge.loaders.png import decode_png
 from voxforge.loaders.shards import iter_shard, shard_paths
 from voxforge.voxelize.binvox import decode_binvox
 
@@ -18,25 +18,26 @@ SPLITS = fmt.SPLITS
 PER_VIEW = ("azimuth", "elevation", "distance", "focal_normalized", "K", "world_to_camera")
 
 
-def _png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image)
-
-
-def decode_sample(members: dict[str, bytes], views: list[int] | None = None) -> dict:
+def decode_sample(members: dict[str, bytes], views: list[int] | None = None, meta: dict | None = None) -> dict:
     """One sample's shard members -> the documented dict (see docs/FORMAT.md).
 
     ``views``: decode only these views (training uses a few of the 24; PNG decoding dominates).
+    ``meta``: the already parsed ``json`` member, when the caller has it.
     """
-    meta = json.loads(members[fmt.META])
+    meta = json.loads(members[fmt.META]) if meta is None else meta
     views = list(range(meta["views"])) if views is None else list(views)
     cameras = {k: (np.asarray(v)[views] if k in PER_VIEW else v) for k, v in meta["cameras"].items()}
-    alphas = np.stack([_png(members[fmt.mask_member(v)]) for v in views])
+    size = meta["image_size"]
+    images = np.empty((len(views), size, size, 3), np.uint8)
+    alphas = np.empty((len(views), size, size), np.uint8)
+    for index, view in enumerate(views):
+        decode_png(members[fmt.image_member(view)], images[index])
+        decode_png(members[fmt.mask_member(view)], alphas[index])
     grid = decode_binvox(members[fmt.VOXELS])
     sample = {
         "id": meta["id"], "category": meta["category"], "split": meta["split"],
         "synset_id": meta.get("synset_id", ""), "model_id": meta.get("model_id", ""),
-        "images": np.stack([_png(members[fmt.image_member(v)]) for v in views]),
+        "images": images,
         "views": np.asarray(views),
         "masks": alphas >= 128,
         "alphas": alphas,
@@ -89,9 +90,13 @@ class VoxforgeDataset:
 
 
 def open_dataset(path: str | Path, split: str | None = None):
-    """Open a voxforge dataset folder, or the original 3D-R2N2 layout; iterate it for sample dicts."""
+    """Open a voxforge dataset folder, the original 3D-R2N2 layout or the SoftRas ``.npz`` layout; iterate
+    it for sample dicts."""
     from voxforge.loaders.r2n2 import R2N2Dataset, is_r2n2_layout
+    from voxforge.loaders.softras import SoftRasDataset, is_softras_layout
 
     if is_r2n2_layout(path):
         return R2N2Dataset(path, split)
+    if not (Path(path) / fmt.DATASET_FILE).exists() and is_softras_layout(path):
+        return SoftRasDataset(path, split)
     return VoxforgeDataset(path, split)

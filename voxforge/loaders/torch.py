@@ -1,10 +1,16 @@
 """PyTorch streaming over voxforge shards: rank/worker splitting, shuffling, 3D-R2N2 style batches.
 
-``ShardDataset`` yields decoded sample dicts (numpy). Shards, not samples, are divided among
+``ShardDataset`` yields decoded sample dicts (numpy) from local shards or remote ones (``hf://`` and
+http(s), streamed: :mod:`voxforge.loaders.remote`). Shards, not samples, are divided among
 ``world_size x num_workers`` readers, so each sample is read exactly once per epoch; keep at least that
 many shards (``pipeline run --shard-size``). ``ViewBatcher`` is the collate function: it draws one view
 count per batch (3D-R2N2 trains on 1..5 views), a random subset of views per object, re-composites
 backgrounds from the stored alpha, augments, and returns tensors.
+
+Speed: tar members are read by a header loop (:mod:`voxforge.loaders.tar_stream`), PNGs decoded by
+zlib + a compiled un-filter (:mod:`voxforge.loaders.png`), and each view's re-compositing, flip,
+colour changes, normalization and CHW copy happen in one compiled pass (:mod:`voxforge.loaders.augment`);
+``bench/bench_loader.py`` measures it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from voxforge.loaders import format as fmt
+from voxforge.loaders.augment import compose_view
+from voxforge.loaders.augment import warm_up as augment_warm_up
 from voxforge.loaders.dataset import decode_sample, plain_background_of  # noqa: F401 (re-exported)
+from voxforge.loaders.png import warm_up as png_warm_up
+from voxforge.loaders.remote import is_remote, iter_remote_shard, resolve_remote_shards
 from voxforge.loaders.shards import iter_shard, shard_paths
 
 log = logging.getLogger(__name__)
@@ -35,10 +45,14 @@ PCA_EIGENVECTORS = np.array(
 )
 
 
-def resolve_shards(source: str | Path | Sequence[str | Path], split: str | None = None) -> list[Path]:
-    """Shard paths from a dataset folder (optionally one split), a glob pattern, or a list."""
+def resolve_shards(source: str | Path | Sequence[str | Path], split: str | None = None) -> list[Path | str]:
+    """Shards from a dataset folder (optionally one split), a glob, a list, or a remote location
+    (``hf://datasets/OWNER/NAME[/path]``, http(s) URLs with ``{000..009}`` ranges: see
+    :mod:`voxforge.loaders.remote`). Local shards come back as paths, remote ones as URLs."""
     if isinstance(source, (list, tuple)):
-        return [Path(p) for p in source]
+        return [p if is_remote(p) else Path(p) for p in source]
+    if is_remote(source):
+        return resolve_remote_shards(source, split)
     source = str(source)
     if os.path.isdir(source):
         splits = (split,) if split else fmt.SPLITS
@@ -69,12 +83,13 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.epoch = 0
+        png_warm_up()
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch: shard order and the shuffle buffer are seeded by (seed, epoch)."""
         self.epoch = epoch
 
-    def my_shards(self) -> list[Path]:
+    def my_shards(self) -> list[Path | str]:
         rank, world = _rank_and_world()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
@@ -91,12 +106,13 @@ class ShardDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, rank, info.id if info else 0])
         buffer: list[dict] = []
         for shard in self.my_shards():
-            for _, members in iter_shard(shard):
+            for _, members in (iter_remote_shard(shard) if is_remote(shard) else iter_shard(shard)):
+                meta = json.loads(members[fmt.META])
                 views = None
                 if self.max_views is not None:
-                    available = json.loads(members[fmt.META])["views"]
+                    available = meta["views"]
                     views = sorted(rng.choice(available, size=min(self.max_views, available), replace=False))
-                sample = decode_sample(members, views)
+                sample = decode_sample(members, views, meta)
                 if self.shuffle_buffer <= 1:
                     yield sample
                     continue
@@ -115,6 +131,9 @@ def recomposite(image: np.ndarray, alpha: np.ndarray, old_background, new_backgr
     uncovered = 1.0 - alpha.astype(np.float32)[..., None] * np.float32(1 / 255)
     change = np.asarray(new_background, np.float32) - np.asarray(old_background, np.float32)
     return image.astype(np.float32) + change * uncovered
+
+
+MAIN_PROCESS = 2**32 - 1  # the worker number in ViewBatcher's seed when batches are made without workers
 
 
 class ViewBatcher:
@@ -139,76 +158,88 @@ class ViewBatcher:
         self.permute_rgb, self.normalize = permute_rgb, normalize
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._worker: int | None = None
+        # output = clipped value in 0..255 times norm_scale plus norm_offset, per channel
+        self._norm_scale = (1 / (255 * IMAGENET_STD) if normalize else np.full(3, 1 / 255)).astype(np.float32)
+        self._norm_offset = (-IMAGENET_MEAN / IMAGENET_STD if normalize else np.zeros(3)).astype(np.float32)
+        augment_warm_up()
+        self.epoch = 0
+        self._stream: tuple[int | None, int] | None = None  # (worker, epoch) the random stream was seeded for
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other views and augmentations in each epoch, the same ones for the same (seed, epoch)."""
+        self.epoch = epoch
 
     def _reseed_per_worker(self) -> None:
-        """DataLoader workers get copies of this object: give each its own random stream."""
+        """DataLoader workers get copies of this object: give each its own random stream, per epoch, so
+        that an epoch's draws depend only on (seed, epoch, worker) and a resumed run can start there."""
         info = get_worker_info()
         worker = info.id if info else None
-        if worker != self._worker:
-            self._worker = worker
-            self.rng = np.random.default_rng([self.seed, -1 if worker is None else worker])
+        if (worker, self.epoch) != self._stream:
+            self._stream = (worker, self.epoch)
+            key = [self.seed] + ([MAIN_PROCESS if worker is None else worker] if worker is not None or self.epoch else [])
+            self.rng = np.random.default_rng(key + ([self.epoch] if self.epoch else []))
 
-    def _new_background(self, size: int) -> np.ndarray:
+    def _new_background(self, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(colour, photo or None) to put behind one view."""
         if self.background == "random_color":
-            return self.rng.uniform(225, 255, size=3).astype(np.float32)
+            return self.rng.uniform(225, 255, size=3).astype(np.float32), None
         if self.background == "fixed_color":
-            return np.full(3, 240.0, np.float32)
-        return self.background.sample(size, self.rng)
+            return np.full(3, 240.0, np.float32), None
+        return _NO_COLOR, np.ascontiguousarray(self.background.sample(size, self.rng), dtype=np.float32)
 
-    def _augment(self, images: np.ndarray) -> np.ndarray:
-        """Photometric changes on (N, H, W, 3) float images in 0..255, one draw per image, vectorized."""
-        count = len(images)
+    def _colour_transform(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-channel (order, scale, offset) of one view: RGB permutation, colour jitter, PCA lighting."""
+        scale = np.ones(3, np.float32)
+        offset = np.zeros(3, np.float32)
+        order = np.arange(3)
         if self.color_jitter:
-            scale = self.rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=(count, 1, 1, 3))
-            images *= scale.astype(np.float32)
+            scale = self.rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=3).astype(np.float32)
         if self.pca_noise:
-            weights = self.rng.normal(0, self.pca_noise, size=(count, 3)).astype(np.float32)
-            images += (255.0 * (weights * PCA_EIGENVALUES) @ PCA_EIGENVECTORS.T)[:, None, None, :]
+            weights = self.rng.normal(0, self.pca_noise, size=3).astype(np.float32)
+            offset = (255.0 * PCA_EIGENVECTORS @ (weights * PCA_EIGENVALUES)).astype(np.float32)
         if self.permute_rgb:
-            permuted = np.empty_like(images)
-            for index, order in enumerate(np.argsort(self.rng.random((count, 3)), axis=1)):
-                for channel, source in enumerate(order):
-                    permuted[index, ..., channel] = images[index, ..., source]
-            images = permuted
-        np.clip(images, 0.0, 255.0, out=images)
-        images *= np.float32(1 / 255)
-        if self.normalize:
-            images -= IMAGENET_MEAN
-            images /= IMAGENET_STD
-        return images
+            order = self.rng.permutation(3)
+        return order, scale, offset
 
     def __call__(self, samples: list[dict]) -> dict:
         self._reseed_per_worker()
         count = int(self.rng.integers(self.views[0], self.views[1] + 1))
-        images, masks, intrinsics, poses = [], [], [], []
-        for sample in samples:
-            chosen = self.rng.choice(len(sample["images"]), size=count, replace=count > len(sample["images"]))
-            for view in chosen:
-                image, alpha = sample["images"][view], sample["alphas"][view]
-                K, pose = sample["K"][view], sample["world_to_camera"][view]
-                if self.background != "keep":
-                    image = recomposite(image, alpha, self.old_background, self._new_background(image.shape[0]))
-                if self.flip and self.rng.random() < 0.5:
-                    image, alpha = image[:, ::-1], alpha[:, ::-1]
-                    K, pose = flip_camera(K, pose, image.shape[1])
-                images.append(image)
-                masks.append(alpha >= 128)
-                intrinsics.append(K)
-                poses.append(pose)
-        stacked = self._augment(np.stack(images).astype(np.float32, copy=False))
-        size = stacked.shape[1:3]
         batch = len(samples)
+        height, width = samples[0]["images"].shape[1:3]
+        images = np.empty((batch, count, 3, height, width), np.float32)
+        masks = np.empty((batch, count, height, width), bool)
+        intrinsics = np.empty((batch, count, 3, 3), np.float32)
+        poses = np.empty((batch, count, 3, 4), np.float32)
+        old = np.asarray(self.old_background if self.old_background is not None else (0, 0, 0), np.float32)
+        recomposite_views = self.background != "keep"
+        for b, sample in enumerate(samples):
+            chosen = self.rng.choice(len(sample["images"]), size=count, replace=count > len(sample["images"]))
+            for index, view in enumerate(chosen):
+                K, pose = sample["K"][view], sample["world_to_camera"][view]
+                color, photo = self._new_background(height) if recomposite_views else (_NO_COLOR, None)
+                flip = bool(self.flip and self.rng.random() < 0.5)
+                if flip:
+                    K, pose = flip_camera(K, pose, width)
+                order, scale, offset = self._colour_transform()
+                compose_view(sample["images"][view], sample["alphas"][view], old, color,
+                             _NO_PHOTO if photo is None else photo, photo is not None, recomposite_views, flip,
+                             order, scale, offset, self._norm_scale, self._norm_offset, images[b, index],
+                             masks[b, index])
+                intrinsics[b, index], poses[b, index] = K, pose
         return {
-            "images": torch.from_numpy(stacked).permute(0, 3, 1, 2).reshape(batch, count, 3, *size).contiguous(),
-            "masks": torch.from_numpy(np.stack(masks)).reshape(batch, count, *size),
-            "K": torch.from_numpy(np.stack(intrinsics)).float().reshape(batch, count, 3, 3),
-            "world_to_camera": torch.from_numpy(np.stack(poses)).float().reshape(batch, count, 3, 4),
+            "images": torch.from_numpy(images),
+            "masks": torch.from_numpy(masks),
+            "K": torch.from_numpy(intrinsics),
+            "world_to_camera": torch.from_numpy(poses),
             "voxels": torch.from_numpy(np.stack([s["voxels"] for s in samples])),
             "points": torch.from_numpy(np.stack([s["points"] for s in samples])),
             "id": [s["id"] for s in samples],
             "category": [s["category"] for s in samples],
         }
+
+
+_NO_COLOR = np.zeros(3, np.float32)
+_NO_PHOTO = np.zeros((1, 1, 3), np.float32)
 
 
 def flip_camera(K: np.ndarray, world_to_camera: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,309 @@
+"""``pipeline publish``: check a dataset, then copy it to a folder, a ``.tar``/``.zip`` bundle, or a
+Hugging Face dataset repo, with a dataset card (README.md) and a preview image.
+
+What is published: ``dataset.json`` (with the run's local paths reduced to their last component:
+they name the user's folders and mean nothing elsewhere), ``manifest.jsonl``, ``attribution.csv`` when the
+objects were downloaded, every split's complete shards, ``README.md``
+(:func:`voxforge.loaders.hf.dataset_card`) and ``preview.png`` (the contact sheet of
+``pipeline inspect``). Never the run's scratch folder or half-written ``.partial`` files.
+
+Before anything is written the dataset is verified: every shard is read through (tar checksums),
+every sample has its metadata, all its views and masks, voxels, points and normals, ids are unique,
+and the counts per split and the shard lists agree with ``dataset.json``.
+
+Hub uploads go in batches of files, one commit per batch (large datasets would exceed what one
+commit may hold), in ``huggingface_hub``'s own protocol: preupload, LFS (or Xet, when the client has
+it) upload, then the commit. Files already in the repo with the same content are skipped, so
+re-running an interrupted publish resumes where it stopped; the card goes last, so a half-published
+repo never advertises splits it does not hold yet. The token comes from ``HF_TOKEN`` or the saved
+login (huggingface_hub reads both); it is never printed or written anywhere by this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voxforge.loaders import format as fmt
+from voxforge.loaders.shards import iter_shard, shard_paths
+from voxforge.loaders.tar_stream import TarFormatError
+from voxforge.pipeline.run import ATTRIBUTION_FILE
+from voxforge.pipeline.stages import file_sha256
+
+CARD_FILE = "README.md"
+PREVIEW_FILE = "preview.png"
+FILES_PER_COMMIT = 100
+BYTES_PER_COMMIT = 2 * 1024**3
+
+
+class PublishError(RuntimeError):
+    """The dataset cannot be published as it is, or the destination refused it."""
+
+
+@dataclass
+class Verified:
+    """What verification found: samples per split, shard files, and the problems (empty when fine)."""
+
+    per_split: Counter = field(default_factory=Counter)
+    shards: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_dataset(dataset: str | Path) -> Verified:
+    """Read every shard through and check each sample and the counts against ``dataset.json``."""
+    root = Path(dataset)
+    result = Verified()
+    info_path = root / fmt.DATASET_FILE
+    if not info_path.is_file():
+        raise PublishError(f"{root} is not a voxforge dataset (no {fmt.DATASET_FILE})")
+    info = json.loads(info_path.read_text())
+    if str(info.get("format_version", "")).split(".")[0] != fmt.FORMAT_VERSION.split(".")[0]:
+        raise PublishError(f"{root}: format {info.get('format_version')} is not this voxforge's {fmt.FORMAT_VERSION}")
+    ids: set[str] = set()
+    for split in fmt.SPLITS:
+        listed = set(info["counts"].get("shards", {}).get(split, []))
+        found = shard_paths(root / split)
+        result.shards += found
+        on_disk = {f"{split}/{p.name}" for p in found}
+        for missing in sorted(listed - on_disk):
+            result.problems.append(f"{missing}: listed in {fmt.DATASET_FILE} but missing")
+        for extra in sorted(on_disk - listed):
+            result.problems.append(f"{extra}: not listed in {fmt.DATASET_FILE} (re-run `pipeline run` to refresh it)")
+        for shard in found:
+            try:
+                for key, members in iter_shard(shard):
+                    problem = _check_sample(key, members)
+                    if problem is None:
+                        object_id = json.loads(members[fmt.META])["id"]
+                        if object_id in ids:
+                            problem = f"object {object_id!r} appears twice"
+                        ids.add(object_id)
+                        result.per_split[split] += 1
+                    if problem:
+                        result.problems.append(f"{split}/{shard.name}: sample {key}: {problem}")
+            except TarFormatError as error:
+                result.problems.append(f"{split}/{shard.name}: {error}")
+        expected = info["counts"]["per_split"].get(split, 0)
+        if result.per_split[split] != expected:
+            result.problems.append(f"{split}: {result.per_split[split]} samples in the shards, "
+                                   f"{expected} in {fmt.DATASET_FILE}")
+    return result
+
+
+def _check_sample(key: str, members: dict[str, bytes]) -> str | None:
+    if fmt.META not in members:
+        return "no json metadata"
+    try:
+        meta = json.loads(members[fmt.META])
+    except ValueError as error:
+        return f"json metadata does not parse ({error})"
+    wanted = [fmt.image_member(v) for v in range(meta.get("views", 0))]
+    wanted += [fmt.mask_member(v) for v in range(meta.get("views", 0))] + [fmt.VOXELS, fmt.POINTS, fmt.NORMALS]
+    missing = [name for name in wanted if not members.get(name)]
+    if missing:
+        return f"missing or empty members: {', '.join(missing)}"
+    if key != fmt.sample_key(meta.get("id", "")):
+        return f"key does not match its id {meta.get('id')!r}"
+    return None
+
+
+def _require_verified(dataset: Path) -> Verified:
+    verified = verify_dataset(dataset)
+    if verified.problems:
+        shown = "\n  ".join(verified.problems[:20])
+        more = f"\n  ... and {len(verified.problems) - 20} more" if len(verified.problems) > 20 else ""
+        raise PublishError(f"{dataset} did not verify; nothing was published:\n  {shown}{more}")
+    return verified
+
+
+def publish_files(dataset: Path, verified: Verified, staging: Path, repo_id: str | None) -> list[tuple[str, Path]]:
+    """(path in the destination, local file) for everything published; card and preview made in ``staging``."""
+    from voxforge.loaders.hf import dataset_card
+
+    files = [(f"{p.parent.name}/{p.name}", p) for p in verified.shards]
+    files += [(name, dataset / name) for name in (fmt.MANIFEST_FILE, ATTRIBUTION_FILE) if (dataset / name).is_file()]
+    summary = staging / fmt.DATASET_FILE
+    summary.write_text(json.dumps(public_summary(json.loads((dataset / fmt.DATASET_FILE).read_text())),
+                                  indent=1, sort_keys=True) + "\n")
+    files.append((fmt.DATASET_FILE, summary))
+    preview = None
+    if sum(verified.per_split.values()):
+        from voxforge.pipeline.inspection import contact_sheet
+
+        preview = contact_sheet(dataset, staging / PREVIEW_FILE, samples=6)
+        files.append((PREVIEW_FILE, preview))
+    card = staging / CARD_FILE
+    card.write_text(dataset_card(dataset, repo_id, PREVIEW_FILE if preview else None, info=json.loads(summary.read_text())))
+    files.append((CARD_FILE, card))  # last: a partial upload never advertises splits it lacks
+    return files
+
+
+def public_summary(info: dict) -> dict:
+    """``dataset.json`` as published: every absolute local path in the configuration cut to its last part."""
+
+    def redact(value):
+        if isinstance(value, str) and "://" not in value and os.path.isabs(value):
+            return Path(value).name
+        if isinstance(value, list):
+            return [redact(item) for item in value]
+        if isinstance(value, dict):
+            return {key: redact(item) for key, item in value.items()}
+        return value
+
+    return {**info, "config": redact(info.get("config", {}))}
+
+
+def _to_folder(files: list[tuple[str, Path]], destination: Path) -> None:
+    if destination.exists() and any(destination.iterdir()):
+        raise PublishError(f"--to {destination}: exists and is not empty; choose a new folder")
+    partial = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for name, source in files:
+        target = partial / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        if file_sha256(source) != file_sha256(target):
+            raise PublishError(f"copy of {name} to {target} does not match its source")
+    if destination.exists():
+        destination.rmdir()
+    os.replace(partial, destination)
+
+
+def _to_archive(files: list[tuple[str, Path]], destination: Path) -> None:
+    """A bundle; the shards are already compressed PNG/binvox, so members are stored, not deflated."""
+    if destination.exists():
+        raise PublishError(f"--to {destination}: already exists")
+    partial = destination.with_name(destination.name + ".partial")
+    top = destination.name.rsplit(".", 1)[0]
+    if destination.suffix == ".zip":
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
+            for name, source in files:
+                bundle.write(source, f"{top}/{name}")
+        with zipfile.ZipFile(partial) as bundle:
+            broken = bundle.testzip()
+        if broken:
+            raise PublishError(f"{partial}: {broken} did not read back")
+    else:
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as bundle:
+            for name, source in files:
+                bundle.add(source, f"{top}/{name}", recursive=False)
+        with tarfile.open(partial) as bundle:
+            sizes = {m.name: m.size for m in bundle.getmembers()}
+        for name, source in files:
+            if sizes.get(f"{top}/{name}") != source.stat().st_size:
+                raise PublishError(f"{partial}: {name} did not read back")
+    os.replace(partial, destination)
+
+
+def _hub_api(token: str | None):
+    """An authenticated client, checked before any work: a missing or rejected token is one clear error."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = token or get_token()
+    if not token:
+        raise PublishError("no Hugging Face token: set HF_TOKEN or log in once with `hf auth login`")
+    api = HfApi(token=token)
+    try:
+        api.whoami()
+    except HfHubHTTPError as error:
+        raise PublishError(f"the Hub refused the token ({_first_line(error)}); check HF_TOKEN or log in again") from None
+    return api
+
+
+def _remote_files(api, repo_id: str) -> dict[str, tuple[str | None, str]]:
+    """Path -> (LFS sha256 or None, git blob id) of what the repo's main branch holds."""
+    from huggingface_hub import RepoFile
+
+    return {entry.path: (entry.lfs.sha256 if entry.lfs else None, entry.blob_id)
+            for entry in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True)
+            if isinstance(entry, RepoFile)}
+
+
+def _git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _to_hub(files: list[tuple[str, Path]], api, repo_id: str, private: bool, progress: bool,
+            files_per_commit: int = FILES_PER_COMMIT) -> dict:
+    """Create the repo if needed, then commit the files that differ, in batches. Returns counts and the URL."""
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import disable_progress_bars
+    from tqdm import tqdm
+
+    disable_progress_bars()  # one bar for the whole publish (below), not one per file
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        remote = _remote_files(api, repo_id)
+    except HfHubHTTPError as error:
+        raise PublishError(f"hf://datasets/{repo_id}: {_first_line(error)}") from None
+    todo = []
+    for name, path in files:
+        sha256, blob = remote.get(name, (None, None))
+        if blob is not None and (sha256 == file_sha256(path) if sha256 else blob == _git_blob_id(path)):
+            continue  # already there with the same content (a resumed publish)
+        todo.append((name, path))
+    batches, batch, size = [], [], 0
+    for name, path in todo:
+        if batch and (len(batch) >= files_per_commit or size + path.stat().st_size > BYTES_PER_COMMIT
+                      or name == CARD_FILE):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append((name, path))
+        size += path.stat().st_size
+    if batch:
+        batches.append(batch)
+    bar = tqdm(total=sum(p.stat().st_size for _, p in todo), unit="B", unit_scale=True, disable=not progress,
+               desc=f"uploading to {repo_id}")
+    committed = 0
+    try:
+        for index, batch in enumerate(batches, 1):
+            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in batch]
+            api.create_commit(repo_id, operations, repo_type="dataset",
+                              commit_message=f"voxforge: publish dataset (part {index} of {len(batches)})")
+            committed += len(batch)
+            bar.update(sum(p.stat().st_size for _, p in batch))
+    except HfHubHTTPError as error:
+        raise PublishError(f"upload to hf://datasets/{repo_id} stopped after {committed} of {len(todo)} files "
+                           f"({_first_line(error)}); run the same command again to resume") from None
+    finally:
+        bar.close()
+    return {"url": str(url), "uploaded": len(todo), "unchanged": len(files) - len(todo), "commits": len(batches)}
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def publish(dataset: str | Path, to: str, private: bool = True, token: str | None = None,
+            progress: bool = True, files_per_commit: int = FILES_PER_COMMIT) -> dict:
+    """Verify ``dataset`` and publish it to a folder, a ``.tar``/``.zip`` bundle or ``hf://datasets/OWNER/NAME``."""
+    dataset = Path(dataset)
+    repo_id = to[len("hf://datasets/"):].strip("/") if to.startswith("hf://datasets/") else None
+    if to.startswith("hf://") and (repo_id is None or repo_id.count("/") != 1):
+        raise PublishError(f"--to {to}: Hub destinations look like hf://datasets/OWNER/NAME")
+    api = _hub_api(token) if repo_id else None
+    verified = _require_verified(dataset)
+    summary = {"objects": sum(verified.per_split.values()), "per_split": dict(verified.per_split),
+               "shards": len(verified.shards), "to": to}
+    with tempfile.TemporaryDirectory(prefix="voxforge-publish-") as staging:
+        files = publish_files(dataset, verified, Path(staging), repo_id)
+        summary["files"] = len(files)
+        if repo_id:
+            summary.update(_to_hub(files, api, repo_id, private, progress, files_per_commit))
+        elif to.endswith((".tar", ".zip")):
+            _to_archive(files, Path(to))
+        else:
+            _to_folder(files, Path(to))
+    return summary
