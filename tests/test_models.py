@@ -90,8 +90,12 @@ def test_evaluation_reports_thresholds_categories_and_view_counts():
 
 
 @pytest.mark.slow
-def test_a_tiny_model_learns_real_r2n2_objects(shared_data, tmp_path):
-    """300 steps on the 7 real objects: the loss falls and IoU rises well above an untrained model's."""
+def test_a_tiny_model_overfits_real_r2n2_objects(shared_data, tmp_path):
+    """The paper's sanity check: a small 3d-gru-3 memorizes the 7 real objects to IoU > 0.9 at 0.4.
+
+    300 steps, about 45 s on 2 idle cores (several minutes when the machine is loaded): width 0.125,
+    64-pixel inputs, batch norm in the encoder, occupied voxels weighted 3x, lr 3e-3 then 3e-4.
+    """
     from voxforge.loaders import open_dataset
     from voxforge.models.train import TrainConfig, array_batches, evaluate, train
 
@@ -99,10 +103,13 @@ def test_a_tiny_model_learns_real_r2n2_objects(shared_data, tmp_path):
     for sample in samples:
         sample["images"] = sample["images"][:, 5:132, 5:132]  # centre 127 of the 137 renders
     images, voxels = np.stack([s["images"] for s in samples]), np.stack([s["voxels"] for s in samples])
-    config = TrainConfig(arch="3d-gru-3", width=0.125, iterations=300, batch_size=7, views=(1, 3), lr=3e-3,
-                         device="cpu", log_every=10)
-    untrained = evaluate(R2N2("3d-gru-3", width=0.125), samples, views=(3,))["mean_iou"]["0.4"]
+    config = TrainConfig(arch="3d-gru-3", width=0.125, image_size=64, batch_norm=True, foreground_weight=3.0,
+                         iterations=300, batch_size=7, views=(1, 3), lr=3e-3, lr_steps=(225,), device="cpu",
+                         log_every=10)
+    untrained = evaluate(R2N2("3d-gru-3", width=0.125, image_size=64, batch_norm=True), samples, views=(3,))
     result = train(config, array_batches(images, voxels, config), tmp_path, progress=False)
-    trained = evaluate(result["model"], samples, views=(3,))["mean_iou"]["0.4"]
-    assert np.mean(result["losses"][-20:]) < 0.75 * np.mean(result["losses"][:20])
-    assert trained > 0.2 and trained > 3 * untrained, (untrained, trained)
+    trained = evaluate(result["model"], samples, views=(1, 3))
+    assert np.mean(result["losses"][-20:]) < 0.1 * np.mean(result["losses"][:20])
+    assert trained["per_views"]["3"]["0.4"] > 0.9, trained
+    assert trained["per_views"]["1"]["0.4"] > 0.85 and untrained["mean_iou"]["0.4"] < 0.2
+    assert min(values["0.4"] for values in trained["per_category"].values()) > 0.7, trained["per_category"]

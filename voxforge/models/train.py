@@ -8,12 +8,13 @@ exactly.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from voxforge.models.r2n2 import R2N2, voxel_iou
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (0.3, 0.4, 0.5)
+TEST_BACKGROUND = 240.0  # 3D-R2N2 composites test views over this plain colour
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -36,6 +39,8 @@ class TrainConfig:
     views: tuple[int, int] = (1, 5)
     lr: float = 1e-4
     lr_steps: tuple[int, ...] = (20000, 60000)  # lr x 0.1 at each
+    warmup: int = 0  # iterations of linear lr warm-up (0: none, as the paper)
+    foreground_weight: float = 1.0  # loss weight of occupied voxels (1.0: the paper's plain cross-entropy)
     weight_decay: float = 5e-5
     grad_clip: float | None = None
     image_size: int = 127
@@ -43,17 +48,26 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 2000
     log_every: int = 50
+    batch_norm: bool = False  # after every convolution (not in the paper; makes small CPU runs learn fast)
+    amp: str = "none"  # "bf16" (CUDA or CPU) or "fp16" (CUDA) autocast
+    compile: bool = False  # torch.compile the model
     extra: dict = field(default_factory=dict)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig):
-    """Adam with weight decay on weights only (not biases), and the step schedule."""
-    decay = [p for n, p in model.named_parameters() if not n.endswith("bias")]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    """Adam with weight decay on weights only (not biases or normalization scales), and the step schedule."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.Adam(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_steps), gamma=0.1)
+    steps, warmup = sorted(config.lr_steps), getattr(config, "warmup", 0)
+
+    def factor(iteration: int) -> float:
+        ramp = min(1.0, (iteration + 1) / warmup) if warmup else 1.0
+        return ramp * 0.1 ** sum(iteration >= step for step in steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
 
 
@@ -73,111 +87,292 @@ def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, iteration: int, config: TrainConfig) -> None:
+def save_checkpoint(path: Path, model, optimizer, scheduler, iteration: int, config: TrainConfig,
+                    data_position: tuple[int, int] | None = None) -> None:
     temporary = path.with_suffix(".partial")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "iteration": iteration, "config": asdict(config), "rng": _rng_state()}, temporary)
+                "iteration": iteration, "config": asdict(config), "rng": _rng_state(),
+                "data_position": data_position}, temporary)
     temporary.replace(path)
 
 
-def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool = False,
-          progress: bool = True) -> dict:
-    """Train for ``config.iterations`` steps; writes ``checkpoint.pt`` and ``metrics.csv`` in ``run_dir``.
+def restore_checkpoint(path: Path, model, optimizer, scheduler, device, batches=None) -> int:
+    """Model, optimizer, schedule and RNG states back from ``path``; returns the iteration to continue at.
 
-    ``batches`` yields dicts with ``images`` (B, V, 3, H, W) and ``voxels`` (B, 32, 32, 32). With
-    ``resume``, the model, optimizer, schedule and RNG come back from the checkpoint and the caller's
-    batch stream is advanced past the batches already used.
+    ``batches`` that can ``seek`` (:class:`voxforge.models.data.EpochBatches`) are moved to the saved data
+    position; :func:`resumed_stream` replays the others.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    device = torch.device(config.device)
-    model = R2N2(config.arch, config.width, config.image_size).to(device)
-    optimizer, scheduler = make_optimizer(model, config)
-    start = 0
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["iteration"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    stream = iter(batches)
-    for _ in range(start):  # the data position: skip what the checkpointed run already consumed
-        next(stream)
-    from tqdm import tqdm
+    state = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())  # map_location moved it to the device; it must be a CPU tensor
+    np.random.set_state(state["rng"]["numpy"])
+    if state.get("data_position") is not None and hasattr(batches, "seek"):
+        batches.seek(state["data_position"])
+        batches.resumed = True
+    return state["iteration"]
 
+
+def resumed_stream(batches, done: int):
+    """An iterator over ``batches`` where a run that completed ``done`` iterations left it: sought batches
+    start there; any other iterable is replayed (its first ``done`` batches read and dropped)."""
+    stream = iter(batches)
+    if not getattr(batches, "resumed", False):
+        for _ in range(done):
+            next(stream)
+    return stream
+
+
+def open_metrics(run_dir: Path, start: int, columns: list[str]):
+    """``run_dir/metrics.csv`` opened for appending (header written on a fresh run): (file, csv writer)."""
     metrics_file = (run_dir / "metrics.csv").open("a", newline="")
     writer = csv.writer(metrics_file)
     if start == 0:
-        writer.writerow(["iteration", "loss", "lr", "views", "seconds"])
-    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress, unit="it")
+        writer.writerow(columns)
+    return metrics_file, writer
+
+
+def build_model(config: TrainConfig) -> R2N2:
+    return R2N2(config.arch, config.width, config.image_size, batch_norm=config.batch_norm)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[R2N2, dict]:
+    """The trained model of a run folder (``checkpoint.pt``) in eval mode, and its saved configuration."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a folder written by pipeline train?")
+    state = torch.load(path, map_location=device, weights_only=False)
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+    model = build_model(config).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), {**state["config"], "iteration": state["iteration"]}
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16/fp16 autocast on the device, or nothing. bf16 needs no loss scaling; fp16 (CUDA only) does."""
+    if amp in ("none", "", None):
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"--amp must be one of none, {', '.join(AMP_DTYPES)}; got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device (use bf16 on CPUs)")
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy that overlaps with compute on CUDA (pinned source, non-blocking)."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+def _configure_cuda(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # five input shapes (1..5 views): each tuned once
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts (fc layers, optimizer-free math)
+
+
+class _TensorBoard:
+    """``run_dir/tensorboard`` scalars beside metrics.csv (silently absent without the tensorboard package)."""
+
+    def __init__(self, run_dir: Path, start: int) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # pragma: no cover - tensorboard is a pinned dependency
+            log.warning("tensorboard is not installed: logging to metrics.csv only")
+            self.writer = None
+            return
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start or None)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+METRIC_COLUMNS = ["iteration", "loss", "lr", "views", "seconds", "images_per_s", "data_wait"]
+
+
+def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool = False,
+          progress: bool = True, on_log: Callable[[int, torch.nn.Module], None] | None = None) -> dict:
+    """Train for ``config.iterations`` steps; writes ``checkpoint.pt``, ``metrics.csv`` and TensorBoard logs.
+
+    ``batches`` yields dicts with ``images`` (B, V, 3, H, W) and ``voxels`` (B, 32, 32, 32). With
+    ``resume``, the model, optimizer, schedule and RNG come back from the checkpoint and the caller's
+    batch stream is advanced past the batches already used. Under ``torchrun`` or Ray Train the model
+    runs in DDP and only rank 0 writes files. The logged loss is the mean over the last ``log_every``
+    iterations of rank 0; ``data_wait`` is the share of wall time spent waiting for batches.
+    ``on_log(iteration, model)`` runs on rank 0 after each log line (e.g. a validation pass); the model
+    is put back in training mode afterwards.
+    """
+    from voxforge.models import distributed
+
+    run_dir = Path(run_dir)
+    state = distributed.setup(config.device)
+    device = state.device
+    _configure_cuda(device)
+    if state.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(config).to(device)
+    optimizer, scheduler = make_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    start = 0
+    checkpoint_path = run_dir / "checkpoint.pt"
+    if resume and checkpoint_path.exists():
+        start = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device, batches)
+    if state.is_main:
+        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    forward = distributed.wrap(model, state)
+    if config.compile:
+        forward.compile()  # in place: checkpoints keep the plain module's parameter names
+    stream = resumed_stream(batches, start)
+    data_position = getattr(batches, "position", None)
+    from tqdm import tqdm
+
+    metrics_file, writer = open_metrics(run_dir, start, METRIC_COLUMNS) if state.is_main else (None, None)
+    board = _TensorBoard(run_dir, start) if state.is_main else None
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, unit="it",
+               disable=not (progress and state.is_main), smoothing=0.05)
     losses: list[float] = []
+    pending: list[torch.Tensor] = []  # losses still on the device: read back at log time, not every step
     began = time.perf_counter()
+    waited = 0.0
+    images_seen = window_images = 0
+    window_start, window_wait = began, 0.0
     done = start  # iterations completed
     try:
         model.train()
         for iteration in bar:
+            asked = time.perf_counter()
             batch = next(stream, None)
-            if batch is None:  # a finite batch stream (a time budget, a fixed list) has ended
-                break
-            images = batch["images"].to(device, non_blocking=True)
-            voxels = batch["voxels"].to(device, non_blocking=True)
-            loss = model.loss(model(images), voxels)
+            wait = time.perf_counter() - asked
+            waited += wait
+            window_wait += wait
+            if not distributed.all_ranks_have(batch is not None, state):
+                break  # a finite batch stream (a time budget, a fixed list) has ended
+            images = to_device(batch["images"], device)
+            voxels = to_device(batch["voxels"], device)
+            with autocast(device, config.amp):
+                logits = forward(images)
+            loss = model.loss(logits, voxels, config.foreground_weight)  # float32 whatever the autocast
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
-            if (iteration + 1) % config.log_every == 0:
-                writer.writerow([iteration + 1, losses[-1], scheduler.get_last_lr()[0], images.shape[1],
-                                 round(time.perf_counter() - began, 2)])
-                metrics_file.flush()
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            pending.append(loss.detach())
+            count = images.shape[0] * images.shape[1]
+            images_seen += count
+            window_images += count
             done = iteration + 1
-            if done % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config)
+            data_position = getattr(batches, "position", None)  # after this step's batch
+            if done % config.log_every == 0 or done == config.iterations:
+                window = torch.stack(pending).float().cpu().tolist()  # one device sync per log line
+                losses.extend(window)
+                pending.clear()
+                now = time.perf_counter()
+                rate = window_images / max(now - window_start, 1e-9)
+                share = window_wait / max(now - window_start, 1e-9)
+                if state.is_main:
+                    mean_loss = float(np.mean(window))
+                    lr = scheduler.get_last_lr()[0]
+                    writer.writerow([done, round(mean_loss, 6), lr, images.shape[1], round(now - began, 2),
+                                     round(rate, 1), round(share, 4)])
+                    metrics_file.flush()
+                    board.scalars(done, {"train/loss": mean_loss, "train/lr": lr, "perf/images_per_s": rate,
+                                         "perf/data_wait_share": share,
+                                         "perf/iterations_per_s": len(window) / max(now - window_start, 1e-9)})
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}", wait=f"{share:.0%}")
+                    if on_log is not None:
+                        on_log(done, model)
+                        model.train()
+                window_start, window_wait, window_images = time.perf_counter(), 0.0, 0
+            if state.is_main and done % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
     except KeyboardInterrupt:
         log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
         raise
     finally:
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config)
-        metrics_file.close()
+        if pending:
+            losses.extend(torch.stack(pending).float().cpu().tolist())
+        if state.is_main:
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
+            metrics_file.close()
+            board.close()
         bar.close()
-    return {"model": model, "losses": losses, "iteration": done}
+    seconds = time.perf_counter() - began
+    trained = done - start
+    return {"model": model, "losses": losses, "iteration": done, "seconds": seconds,
+            "iterations_per_second": trained / max(seconds, 1e-9), "images_per_second": images_seen / max(seconds, 1e-9),
+            "data_wait_share": waited / max(seconds, 1e-9), "rank": state.rank, "world_size": state.world_size}
 
 
 @torch.no_grad()
 def evaluate(model: R2N2, samples: Iterable[dict], views: Iterable[int] = (1, 2, 3, 4, 5), device: str = "cpu",
-             crop: int | None = None) -> dict:
-    """IoU at thresholds 0.3/0.4/0.5, per category and per number of views (the first N views)."""
+             crop: int | None = None, old_background=None, gallery: int = 0) -> dict:
+    """IoU at thresholds 0.3/0.4/0.5, per category and per number of views (the first N views).
+
+    ``old_background``: the plain colour the stored views were rendered over; when given, views are
+    re-composited over 3D-R2N2's test colour (240) from their alpha, as its evaluation does. The first
+    ``gallery`` objects come back under ``"gallery"`` (views, prediction at 0.4, truth, caption).
+    """
+    from voxforge.loaders.torch import recomposite
+    from voxforge.models.report import synset_of
+
     model.eval().to(device)
+    views = tuple(views)
     per_category: dict[str, dict[str, list[float]]] = {}
     per_views: dict[str, dict[str, list[float]]] = {}
     overall: dict[str, list[float]] = {str(t): [] for t in THRESHOLDS}
+    synsets: dict[str, str | None] = {}
+    rows: list[dict] = []
     for sample in samples:
         images = sample["images"]
+        if old_background is not None and sample.get("alphas") is not None:
+            images = recomposite(images, sample["alphas"], old_background, TEST_BACKGROUND)
         if crop is not None:
             images = crop_views(images, crop, rng=None)  # centred
         tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)[None]
         truth = torch.from_numpy(np.asarray(sample["voxels"]))[None]
+        category = sample["category"]
+        synsets.setdefault(category, synset_of(category, sample.get("synset_id")))
         for count in views:
-            probabilities = model.occupancy(model(tensor[:, :count].to(device))).cpu()
+            probabilities = model.occupancy(model(tensor[:, :count].to(device))).float().cpu()
             for threshold in THRESHOLDS:
                 value = float(voxel_iou(probabilities, truth, threshold)[0])
                 key = str(threshold)
                 per_views.setdefault(str(count), {}).setdefault(key, []).append(value)
                 if count == max(views):
-                    per_category.setdefault(sample["category"], {}).setdefault(key, []).append(value)
+                    per_category.setdefault(category, {}).setdefault(key, []).append(value)
                     overall[key].append(value)
+            if count == max(views) and len(rows) < gallery:
+                iou = overall["0.4"][-1]
+                rows.append({"views": np.clip(images[:count], 0, 255).astype(np.uint8),
+                             "predicted": (probabilities[0] > 0.4).numpy(), "truth": truth[0].numpy().astype(bool),
+                             "caption": f"{sample.get('id', '')} ({category}) {count} views, IoU@0.4 {iou:.3f}"})
 
     def mean(groups):
         return {k: float(np.mean(v)) for k, v in groups.items()}
 
-    return {"mean_iou": mean(overall), "per_category": {c: mean(g) for c, g in per_category.items()},
-            "per_views": {n: mean(g) for n, g in per_views.items()}, "objects": len(overall["0.4"])}
+    report = {"mean_iou": mean(overall), "per_category": {c: mean(g) for c, g in per_category.items()},
+              "per_views": {n: mean(g) for n, g in per_views.items()}, "objects": len(overall["0.4"]),
+              "synsets": synsets}
+    if gallery:
+        report["gallery"] = rows
+    return report

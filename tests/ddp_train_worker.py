@@ -1,0 +1,41 @@
+"""Run under ``torchrun --nproc-per-node 2``: one DDP training run over a shard dataset on CPUs (gloo).
+
+Each rank writes ``OUT/rank<R>.json`` with the object ids it read and a checksum of its final weights,
+so the test can check that ranks read disjoint shards and ended with the same (synchronized) model.
+Usage: python -m torch.distributed.run --nproc-per-node 2 tests/ddp_train_worker.py DATA OUT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from voxforge.models import distributed
+from voxforge.models.data import shard_batches
+from voxforge.models.train import TrainConfig, train
+
+
+def main(data: str, out: str) -> None:
+    state = distributed.setup("cpu")
+    seen: list[str] = []
+
+    def recording(batches):
+        for batch in batches:
+            seen.extend(batch["id"])
+            yield batch
+
+    config = TrainConfig(arch="3d-gru-1", width=0.125, image_size=64, iterations=3, batch_size=1, views=(1, 2),
+                         lr=1e-3, device="cpu", log_every=1, checkpoint_every=10**6, batch_norm=True)
+    result = train(config, recording(shard_batches(data, 1, (1, 2), workers=0)), Path(out) / "run", progress=False)
+    weights = torch.cat([p.detach().flatten() for p in result["model"].parameters()])
+    record = {"rank": state.rank, "world_size": state.world_size, "ids": seen, "iteration": result["iteration"],
+              "weights_sum": float(weights.double().sum()), "weights_abs": float(weights.double().abs().sum())}
+    (Path(out) / f"rank{state.rank}.json").write_text(json.dumps(record))
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
