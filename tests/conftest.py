@@ -32,6 +32,17 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def split_dataset(tmp_path_factory, ray_local) -> Path:
+    """12 procedural objects (4 views, 512 points, 2 per shard) in all three splits (9/2/1 with seed 0),
+    made once for the publishing and remote-loading tests."""
+    from voxforge.pipeline.run import run
+
+    out = tmp_path_factory.mktemp("split-dataset")
+    run(small_config(out, limit=12, views=4, points=512, shard_size=2))
+    return out
+
+
 def small_config(out: Path, **overrides):
     """A quick run: few views, few points, no progress bar."""
     from voxforge.pipeline.config import RunConfig

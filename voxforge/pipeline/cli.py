@@ -23,8 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="fetch, render, voxelize and write a dataset (resumes when re-run)")
-    run.add_argument("source", help="where meshes come from: procedural (built in, offline) or local")
-    run.add_argument("--path", help="folder of meshes for the local source (ShapeNetCore layouts recognized)")
+    run.add_argument("source", help="where meshes come from: procedural (built in, offline), local, shapenet, "
+                     "objaverse or objaverse-xl")
+    run.add_argument("--path", help="folder of meshes for the local source (ShapeNetCore layouts recognized); for "
+                     "shapenet, a ShapeNetCore folder or per-synset zips (default: the Hub)")
     run.add_argument("--category-map", help="JSON/CSV mapping relative path -> category (local source)")
     run.add_argument("--categories", type=_csv(str), help="comma-separated categories (names or synset ids)")
     run.add_argument("--limit", type=int, help="at most this many objects, balanced across categories "
@@ -50,29 +52,88 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel render workers (default: CPUs)")
     run.add_argument("--seed", type=int, default=0, help="seed for cameras, lights, backgrounds, points")
     run.add_argument("--address", help="Ray cluster address to join (default: start Ray on this machine)")
-    run.add_argument("--renderer", default="pyrender", help="renderer backend (default pyrender)")
+    run.add_argument("--renderer", default="pyrender", help="renderer backend: pyrender (default), blender (Cycles), "
+                     "blender-workbench, blender-eevee (the blender extra)")
     run.add_argument("--supersample", type=int, default=2,
                      help="anti-aliasing: render NxN larger and average (default 2; 1 = off, fastest)")
     run.add_argument("--splits", type=_csv(float), default=[0.8, 0.1, 0.1], help="train,val,test ratios")
     run.add_argument("--shard-size", type=int, default=64, help="objects per shard (default 64)")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds one object may take (default 300)")
+    run.add_argument("--recycle-after", type=int, help="replace a worker after N objects (default: the renderer's, "
+                     "200 for blender, never for pyrender; 0 = never)")
+    run.add_argument("--worker-memory-gb", type=float, help="replace a worker above this resident memory between "
+                     "objects (default: the renderer's, 4 for blender; 0 = never)")
     run.add_argument("--retry-failed", action="store_true", help="try objects that failed in earlier runs again")
     run.add_argument("--save-depth", action="store_true", help="also store float16 depth maps")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    setup = run.add_argument_group("published setups and cameras (explicit options override a preset)")
+    setup.add_argument("--preset", choices=("r2n2", "softras", "pointcloud"),
+                       help="r2n2: 3D-R2N2's 137 px RGBA renders + ShapeNetVox32-style voxels; softras: SoftRas/NMR "
+                       "64 px, 24 views 15 deg apart; pointcloud: r2n2 + 16384 points (first 1024 farthest-point)")
+    setup.add_argument("--camera-layout", choices=("random", "orbit"), default="random",
+                       help="random: angles uniform in their ranges (default); orbit: azimuths evenly spaced")
+    setup.add_argument("--azimuth", type=_csv(float), default=[0.0, 360.0], help="MIN,MAX degrees (default 0,360)")
+    setup.add_argument("--elevation", type=_csv(float), default=[25.0, 30.0], help="MIN,MAX degrees (default 25,30)")
+    setup.add_argument("--distance", type=_csv(float), default=[0.65 * 1.75, 0.95 * 1.75],
+                       help="MIN,MAX camera distance, unit = bbox diagonal (default 1.1375,1.6625)")
+    setup.add_argument("--focal", type=float, default=2.1875, help="focal length in half-image units (default 2.1875)")
+    setup.add_argument("--keep-in-frame", action=argparse.BooleanOptionalAction, default=True,
+                       help="raise a camera distance where the object would leave the image (default on)")
+    setup.add_argument("--voxel-samples", type=int, help="sample lines per voxel edge (binvox: 1; default 128 across)")
+    setup.add_argument("--voxel-extent", type=float, help="fixed voxel cube edge centred at the origin "
+                       "(default: the object's bounding cube)")
+    setup.add_argument("--fps-prefix", type=int, default=0, help="reorder points so the first N are a "
+                       "farthest-point subset (e.g. 1024 of 16384)")
+    remote = run.add_argument_group("download sources (shapenet, objaverse, objaverse-xl)")
+    remote.add_argument("--cache", help="download cache shared by runs (default $VOXFORGE_CACHE or ~/.cache/voxforge)")
+    remote.add_argument("--keep-meshes", action="store_true", help="keep downloaded meshes (default: evicted once "
+                        "their samples are written)")
+    remote.add_argument("--licenses", type=_csv(str), help="keep only these licences, e.g. by,by-sa,cc0 "
+                        "('commercial' = those allowing commercial use)")
+    remote.add_argument("--split", choices=("hash", "r2n2"), default="hash", help="hash: --splits ratios (default); "
+                        "r2n2: 3D-R2N2's train/val/test (shapenet, with --split-file)")
+    remote.add_argument("--split-file", help="Pix2Vox ShapeNet.json holding 3D-R2N2's split")
+    remote.add_argument("--objaverse-xl-sources", type=_csv(str),
+                        help="objaverse-xl sources: sketchfab,smithsonian,thingiverse,github (default all)")
+    remote.add_argument("--file-types", type=_csv(str), help="objaverse-xl file types (default glb,gltf,obj,stl,ply,off)")
+    remote.add_argument("--match-keywords", action="store_true", help="objaverse-xl: also pick objects without LVIS "
+                        "labels whose file name or metadata has the category's words")
+    remote.add_argument("--downloads", type=int, default=4, help="parallel downloads (default 4)")
+    remote.add_argument("--download-timeout", type=float, default=60.0, help="seconds without data before a "
+                        "download is retried (default 60)")
+    remote.add_argument("--download-retries", type=int, default=4, help="retries per download (default 4)")
+    remote.add_argument("--download-backoff", type=float, default=1.0, help="first retry wait in seconds, doubling "
+                        "(default 1)")
+    remote.add_argument("--mirror", action="append", default=[], metavar="PREFIX=URL",
+                        help="fetch URLs starting with PREFIX from URL instead (repeatable; the Hub uses HF_ENDPOINT)")
 
     inspect = commands.add_parser("inspect", help="counts, failures and a contact-sheet PNG of a dataset")
     inspect.add_argument("dataset", help="dataset folder")
     inspect.add_argument("--sheet", help="contact sheet path (default DATASET/contact_sheet.png)")
     inspect.add_argument("--samples", type=int, default=8, help="samples on the contact sheet")
-    export = commands.add_parser("export", help="write a dataset in another layout (3D-R2N2 / Pix2Vox)")
+    export = commands.add_parser("export", help="write a dataset in another layout (3D-R2N2 / Pix2Vox, Parquet)")
     export.add_argument("dataset", help="voxforge dataset folder")
-    export.add_argument("--layout", choices=("r2n2",), default="r2n2", help="target layout (default r2n2)")
+    export.add_argument("--layout", choices=("r2n2", "parquet", "softras"), default="r2n2",
+                        help="r2n2: the 3D-R2N2 folders (default); parquet: one row per object; softras: SoftRas/NMR "
+                        "<synset>_<split>_{images,voxels}.npz (a dataset made with --preset softras)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--split", choices=("train", "val", "test"), help="only this split")
+    publish = commands.add_parser("publish", help="verify a dataset and publish it to a folder, a .tar/.zip bundle "
+                                  "or a Hugging Face dataset repo, with a dataset card")
+    publish.add_argument("dataset", help="voxforge dataset folder")
+    publish.add_argument("--to", required=True, help="a new folder, a bundle (.tar or .zip), or hf://datasets/OWNER/NAME")
+    visibility = publish.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=True,
+                            help="create the Hub repo private (the default)")
+    visibility.add_argument("--public", dest="private", action="store_false", help="create the Hub repo public")
+    publish.add_argument("--files-per-commit", type=int, default=100,
+                         help="Hub uploads: files per commit (default 100; a re-run resumes after the last commit)")
+    publish.add_argument("--no-progress", action="store_true", help="no progress bar")
     train = commands.add_parser("train", help="train 3D-R2N2 on a voxforge dataset or the 3D-R2N2 layout")
     train.add_argument("--data", required=True, help="voxforge dataset folder or 3D-R2N2 layout folder")
     train.add_argument("--arch", default="res3d-gru-3",
-                       help="3d-lstm-1, 3d-gru-1, 3d-lstm-3, 3d-gru-3, res3d-gru-3 (default) or gru-vector")
+                       help="3d-lstm-1, 3d-gru-1, 3d-lstm-3, 3d-gru-3, res3d-gru-3 (default) or gru-vector; "
+                       "reconstnet: the single-view point-cloud network (needs a dataset with points)")
     train.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv, config.json)")
     train.add_argument("--iterations", type=int, default=60000)
     train.add_argument("--batch-size", type=int, default=24)
@@ -87,79 +148,118 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=2000)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--points", type=int, default=1024, help="reconstnet: points predicted (default 1024)")
+    train.add_argument("--frame", choices=("object", "view"), default="object",
+                       help="reconstnet: target frame, object (3D-ReConstNet) or the input camera's (PSGN)")
+    train.add_argument("--emd-weight", type=float, default=1.0, help="reconstnet: weight of the approximate EMD")
+    train.add_argument("--kl-weight", type=float, default=1e-3, help="reconstnet: weight of the latent's KL term")
+    from voxforge.models.commands import add_eval_options, add_predict_parser, add_train_options
+
+    add_train_options(train)
 
     evaluate = commands.add_parser("eval", help="IoU of a trained run per category and number of views")
     evaluate.add_argument("run", help="run folder written by pipeline train")
     evaluate.add_argument("--data", required=True, help="voxforge dataset folder or 3D-R2N2 layout folder")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every object)")
+    evaluate.add_argument("--convention", default="lmnet,psgn,plain",
+                          help="reconstnet: named metric conventions, comma-separated (lmnet, psgn, plain)")
+    evaluate.add_argument("--views", type=int, help="reconstnet: evaluate the first N views of each object (default all); "
+                          "3D-R2N2 runs: IoU with 1..N views (default 5)")
+    evaluate.add_argument("--emd", action="store_true", help="reconstnet: also report an approximate EMD (slow on CPU)")
+    add_eval_options(evaluate)
+    add_predict_parser(commands)
     return parser
 
 
 def _train(args) -> int:
-    from voxforge.models.data import training_batches
-    from voxforge.models.train import TrainConfig, train
+    if args.arch == "reconstnet":
+        from voxforge.models.pointcloud_train import train_command
 
-    low, _, high = args.views.partition("-")
-    views = (int(low), int(high or low))
-    config = TrainConfig(arch=args.arch, width=args.width, iterations=args.iterations, batch_size=args.batch_size,
-                         views=views, lr=args.lr, lr_steps=tuple(args.lr_steps), weight_decay=args.weight_decay,
-                         grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every)
-    if args.device:
-        config.device = args.device
-    batches = training_batches(args.data, config.batch_size, views, args.workers, args.seed)
-    try:
-        result = train(config, batches, args.out, resume=args.resume)
-    except KeyboardInterrupt:
-        print(f"interrupted: checkpoint in {args.out}; continue with --resume", file=sys.stderr)
-        return 130
-    print(f"trained {result['iteration']} iterations; last loss {result['losses'][-1]:.4f}; run: {args.out}")
-    return 0
+        return train_command(args)
+    from voxforge.models.commands import train_command
+
+    return train_command(args)
 
 
 def _eval(args) -> int:
-    import json
+    from voxforge.models.pointcloud_train import eval_command, is_reconstnet_run
 
-    import torch
+    if is_reconstnet_run(args.run):
+        return eval_command(args)
+    from voxforge.models.commands import eval_command as r2n2_eval
 
-    from voxforge.loaders import open_dataset
-    from voxforge.models.r2n2 import R2N2
-    from voxforge.models.train import evaluate
+    return r2n2_eval(args)
 
-    state = torch.load(os.path.join(args.run, "checkpoint.pt"), map_location="cpu", weights_only=False)
-    config = state["config"]
-    model = R2N2(config["arch"], config["width"], config["image_size"])
-    model.load_state_dict(state["model"])
-    split = None if args.split == "all" else args.split
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    report = evaluate(model, open_dataset(args.data, split), device=device, crop=config["image_size"])
-    if not report["objects"]:
-        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
+
+def _predict(args) -> int:
+    from voxforge.models.commands import predict_command
+
+    return predict_command(args)
+
+
+def _publish(args) -> int:
+    from voxforge.pipeline.publish import PublishError, publish
+
+    try:
+        summary = publish(args.dataset, args.to, private=args.private, progress=not args.no_progress,
+                          files_per_commit=args.files_per_commit)
+    except PublishError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    report.update(run=args.run, data=args.data, split=args.split, iteration=state["iteration"])
-    with open(os.path.join(args.run, "eval.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"{report['objects']} objects, {args.split} split, 5 views; IoU at threshold 0.3 / 0.4 / 0.5")
-    rows = [("mean", report["mean_iou"])] + sorted(report["per_category"].items())
-    rows += [(f"{n} view(s)", v) for n, v in sorted(report["per_views"].items())]
-    for name, values in rows:
-        print(f"  {name:<16} " + " / ".join(f"{values[t]:.3f}" for t in ("0.3", "0.4", "0.5")))
-    print(f"written: {os.path.join(args.run, 'eval.json')}")
+    split_counts = ", ".join(f"{split} {count}" for split, count in summary["per_split"].items() if count)
+    print(f"verified {summary['objects']} objects ({split_counts}) in {summary['shards']} shards")
+    if "url" in summary:
+        print(f"uploaded {summary['uploaded']} files in {summary['commits']} commits "
+              f"({summary['unchanged']} already there): {summary['url']}")
+    else:
+        print(f"published {summary['files']} files to {summary['to']}")
     return 0
 
 
 def _export(args) -> int:
     from voxforge.loaders import open_dataset
     from voxforge.loaders.dataset import plain_background_of
-    from voxforge.loaders.r2n2 import export_r2n2
 
+    def parquet():
+        from voxforge.loaders.parquet import export_parquet
+
+        return export_parquet(args.dataset, args.out, args.split)
+
+    def softras():
+        from voxforge.loaders.softras import export_softras
+
+        return export_softras(open_dataset(args.dataset, args.split), args.out, plain_background_of(args.dataset))
+
+    def r2n2():
+        from voxforge.loaders.r2n2 import export_r2n2
+
+        return dict(sorted(export_r2n2(open_dataset(args.dataset, args.split), args.out,
+                                       plain_background_of(args.dataset)).items()))
+
+    exporters = {"parquet": (parquet, f"to {os.path.join(args.out, 'data')} as Parquet, one row per object"),
+                 "softras": (softras, f"to {args.out} in the SoftRas layout"),
+                 "r2n2": (r2n2, f"to {args.out} in the 3D-R2N2 layout")}
+    export, where = exporters[args.layout]
     try:
-        written = export_r2n2(open_dataset(args.dataset, args.split), args.out, plain_background_of(args.dataset))
+        counts = export()
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"exported {sum(written.values())} objects ({', '.join(f'{k} {v}' for k, v in sorted(written.items()))}) "
-          f"to {args.out} in the 3D-R2N2 layout")
+    print(f"exported {sum(counts.values())} objects ({', '.join(f'{k} {v}' for k, v in counts.items())}) {where}")
     return 0
+
+
+def _download_options(args) -> dict:
+    mirrors = {}
+    for item in args.mirror:
+        prefix, sep, url = item.partition("=")
+        if not sep or not prefix or not url:
+            raise SystemExit(f"error: --mirror expects PREFIX=URL, got {item!r}")
+        mirrors[prefix] = url
+    return dict(cache=args.cache, keep_meshes=args.keep_meshes, licenses=args.licenses, split_mode=args.split,
+                split_file=args.split_file, xl_sources=args.objaverse_xl_sources, file_types=args.file_types,
+                match_keywords=args.match_keywords, downloads=args.downloads, download_timeout=args.download_timeout,
+                download_retries=args.download_retries, download_backoff=args.download_backoff, mirrors=mirrors)
 
 
 def _run(args) -> int:
@@ -178,8 +278,16 @@ def _run(args) -> int:
         out=args.out or os.path.join("data", args.source), workers=args.workers, seed=args.seed,
         address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),
         shard_size=args.shard_size, timeout=args.timeout, retry_failed=args.retry_failed,
-        save_depth=args.save_depth, progress=not args.no_progress,
+        recycle_after=args.recycle_after, worker_memory_gb=args.worker_memory_gb,
+        save_depth=args.save_depth, progress=not args.no_progress, **_download_options(args),
+        camera_layout=args.camera_layout, azimuth=tuple(args.azimuth), elevation=tuple(args.elevation),
+        distance=tuple(args.distance), focal=args.focal, keep_in_frame=args.keep_in_frame,
+        voxel_samples=args.voxel_samples, voxel_extent=args.voxel_extent, fps_prefix=args.fps_prefix,
     )
+    if args.preset:
+        from voxforge.pipeline.presets import apply_preset, explicit_run_options
+
+        config = apply_preset(config, args.preset, explicit_run_options(build_parser(), args.argv))
     try:
         summary = run(config)
     except (SourceError, RunError, ValueError, FileNotFoundError) as error:
@@ -208,7 +316,9 @@ def _inspect(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    commands = {"run": _run, "inspect": _inspect, "export": _export, "train": _train, "eval": _eval}
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # presets yield to the options actually given
+    commands = {"run": _run, "inspect": _inspect, "export": _export, "train": _train, "eval": _eval, "predict": _predict,
+                "publish": _publish}
     return commands[args.command](args)
 
 

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 SAMPLE_DEFINING = (
     "source", "views", "size", "resolution", "fill", "voxel_surface", "wireframe", "points", "even_points",
     "backgrounds", "background_color", "seed", "renderer", "supersample", "split_ratios", "save_depth",
+    "split_mode", "camera_layout", "azimuth", "elevation", "distance", "focal", "keep_in_frame", "voxel_samples",
+    "voxel_extent", "fps_prefix",
 )
 
 
@@ -20,14 +22,25 @@ class RunConfig:
     category_map: str | None = None  # JSON/CSV path -> category for the local source
     categories: list[str] | None = None  # None = every category of the source
     limit: int | None = None  # at most this many objects, balanced across categories
+    preset: str | None = None  # r2n2, softras, pointcloud: a published setup (voxforge.pipeline.presets)
     views: int = 24
     size: int = 127
+    # cameras (defaults: 3D-R2N2's renders); distances in object-frame units (unit bbox diagonal)
+    camera_layout: str = "random"  # random: uniform in the ranges; orbit: azimuths evenly spaced over the range
+    azimuth: tuple[float, float] = (0.0, 360.0)
+    elevation: tuple[float, float] = (25.0, 30.0)
+    distance: tuple[float, float] = (0.65 * 1.75, 0.95 * 1.75)
+    focal: float = 2.1875  # focal length in half-image units
+    keep_in_frame: bool = True  # raise a distance where the object would leave the image
     resolution: int = 32
     fill: str = "carve"
     voxel_surface: str = "raster"  # binvox's rasterization (ShapeNet's files) or "exact" (binvox -e)
     wireframe: bool = False  # also voxelize every triangle edge (binvox -aw): no thin part can vanish
+    voxel_samples: int | None = None  # sample lines per voxel edge (binvox's own: 1); None = 128 across the cube
+    voxel_extent: float | None = None  # edge of a fixed voxel cube centred at the origin; None = the object's box
     points: int = 16384
     even_points: bool = False  # farthest-point subset of 8x as many samples: evenly spaced clouds
+    fps_prefix: int = 0  # reorder points so the first N are a farthest-point subset of all of them
     backgrounds: str | None = None  # folder of photos (PASCAL VOC JPEGImages)
     background_color: tuple[int, int, int] = (255, 255, 255)
     out: str = "data/dataset"
@@ -40,10 +53,26 @@ class RunConfig:
     shard_size: int = 64  # objects per shard
     timeout: float = 300.0  # seconds one object may take in a worker before it is failed
     max_attempts: int = 2  # a worker crash/time-out on the same object this often -> failed
+    recycle_after: int | None = None  # replace a worker after this many objects (None: renderer's default, 0: never)
+    worker_memory_gb: float | None = None  # ... or above this resident memory (None: renderer's default, 0: never)
     retry_failed: bool = False
     save_depth: bool = False
     progress: bool = True
     fault_injection: dict[str, str] = field(default_factory=dict)  # tests: object_id -> "crash"|"hang"|"error"
+    # download sources (shapenet, objaverse, objaverse-xl)
+    cache: str | None = None  # shared download cache; None = $VOXFORGE_CACHE or ~/.cache/voxforge
+    keep_meshes: bool = False  # keep downloaded meshes after their samples are made (default: evict)
+    licenses: list[str] | None = None  # licence filter: by, by-sa, by-nd, by-nc, by-nc-sa, cc0, ... or "commercial"
+    split_mode: str = "hash"  # "hash": from split_ratios; "r2n2": 3D-R2N2's split (split_file)
+    split_file: str | None = None  # Pix2Vox ShapeNet.json with the 3D-R2N2 train/val/test ids
+    xl_sources: list[str] | None = None  # objaverse-xl: sketchfab, smithsonian, thingiverse, github (None = all)
+    file_types: list[str] | None = None  # objaverse-xl file types (None = those the loader reads)
+    match_keywords: bool = False  # objaverse-xl: pick objects without LVIS labels by keywords in names/metadata
+    downloads: int = 4  # parallel downloads (Ray tasks that hold no CPU)
+    download_timeout: float = 60.0
+    download_retries: int = 4
+    download_backoff: float = 1.0
+    mirrors: dict[str, str] = field(default_factory=dict)  # URL prefix -> replacement (hosts other than the Hub)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +83,8 @@ class RunConfig:
         config = cls(**{k: v for k, v in values.items() if k in known})
         config.background_color = tuple(config.background_color)
         config.split_ratios = tuple(config.split_ratios)
+        config.azimuth, config.elevation, config.distance = (
+            tuple(config.azimuth), tuple(config.elevation), tuple(config.distance))
         return config
 
     def validate(self) -> None:
@@ -67,7 +98,21 @@ class RunConfig:
             (self.workers >= 1, "--workers must be at least 1"),
             (1 <= self.supersample <= 4, "--supersample must be in 1..4"),
             (self.shard_size >= 1, "--shard-size must be at least 1"),
+            (self.recycle_after is None or self.recycle_after >= 0, "--recycle-after must be at least 0"),
+            (self.worker_memory_gb is None or self.worker_memory_gb >= 0, "--worker-memory-gb must be at least 0"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
+            (self.downloads >= 1, "--downloads must be at least 1"),
+            (self.download_retries >= 0 and self.download_timeout > 0 and self.download_backoff >= 0,
+             "--download-retries must be >= 0, --download-timeout > 0, --download-backoff >= 0"),
+            (self.split_mode in ("hash", "r2n2"), "--split must be hash or r2n2"),
+            (self.split_mode == "hash" or self.source == "shapenet", "--split r2n2 applies to the shapenet source"),
+            (self.camera_layout in ("random", "orbit"), "--camera-layout must be random or orbit"),
+            (len(self.elevation) == 2 and len(self.azimuth) == 2 and len(self.distance) == 2
+             and 0 < min(self.distance) and self.focal > 0,
+             "--azimuth/--elevation/--distance take MIN,MAX (distances and --focal positive)"),
+            (self.voxel_samples is None or self.voxel_samples >= 1, "--voxel-samples must be at least 1"),
+            (self.voxel_extent is None or self.voxel_extent > 0, "--voxel-extent must be positive"),
+            (0 <= self.fps_prefix <= self.points, "--fps-prefix must be in 0..--points"),
             (len(self.split_ratios) == 3 and min(self.split_ratios) >= 0 and sum(self.split_ratios) > 0,
              "--splits needs three non-negative ratios train,val,test"),
         ]

@@ -47,11 +47,15 @@ class Manifest:
 
 
 def manifest_row(meta: dict, status: str, error: str = "", shard: str = "", key: str = "") -> dict:
-    return {
+    row = {
         "id": meta["id"], "category": meta.get("category", ""), "source": meta.get("source", ""),
         "split": meta.get("split", ""), "license": meta.get("license", ""), "status": status,
         "error": error, "shard": shard, "key": key,
     }
+    extra = meta.get("extra") or {}
+    if extra.get("source_url"):  # attribution of downloaded objects (CC-BY asks for author and source)
+        row.update(author=extra.get("author", ""), source_url=extra["source_url"])
+    return row
 
 
 def recover_orphan_shards(manifest: Manifest) -> int:

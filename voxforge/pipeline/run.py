@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from voxforge.pipeline.sources import SourceError, create_source
 from voxforge.pipeline.splits import SPLITS, assign_split
 
 log = logging.getLogger("voxforge")
+ATTRIBUTION_FILE = "attribution.csv"  # id, author, licence, source URL of downloaded objects
 
 
 class RunError(RuntimeError):
@@ -128,6 +130,7 @@ def write_dataset_info(out: Path, config: RunConfig, manifest: Manifest) -> dict
         "config": config.as_dict(),
         "counts": counts,
         "licenses": dict(sorted(Counter(r.get("license", "") for r in ok).items())),
+        "attribution": write_attribution(out, ok),
         "software": software_versions(),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -135,6 +138,25 @@ def write_dataset_info(out: Path, config: RunConfig, manifest: Manifest) -> dict
     temporary.write_text(json.dumps(info, indent=2, sort_keys=True))
     os.replace(temporary, out / fmt.DATASET_FILE)
     return info
+
+
+def write_attribution(out: Path, ok_rows: list[dict]) -> dict | None:
+    """``attribution.csv`` (id, author, licence, source URL) of the objects that carry one (downloads)."""
+    import csv
+    import io
+
+    credited = sorted((r for r in ok_rows if r.get("source_url")), key=lambda r: r["id"])
+    if not credited:
+        return None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "author", "license", "source_url"])
+    writer.writerows([r["id"], r.get("author", ""), r.get("license", ""), r["source_url"]] for r in credited)
+    temporary = out / (ATTRIBUTION_FILE + ".partial")
+    temporary.write_text(buffer.getvalue())
+    os.replace(temporary, out / ATTRIBUTION_FILE)
+    return {"file": ATTRIBUTION_FILE, "objects": len(credited),
+            "authors": len({r.get("author", "") for r in credited if r.get("author")})}
 
 
 def check_renderer(config: RunConfig) -> None:
@@ -175,13 +197,23 @@ def init_ray(config: RunConfig) -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
+def report_selection(source, records) -> None:
+    """How the categories resolved and what each filter kept, then objects per category, before any work."""
+    for line in source.selection_notes():
+        print(line, file=sys.stderr)
+    counts = Counter(r.category for r in records)
+    print(f"selected {len(records)} objects: " + ", ".join(f"{c} {n}" for c, n in counts.items()), file=sys.stderr)
+
+
 def run(config: RunConfig) -> RunSummary:
     config.validate()
     out = Path(config.out)
-    source = create_source(config.source, path=config.path, category_map=config.category_map, seed=config.seed)
+    source = create_source(config.source, path=config.path, category_map=config.category_map, seed=config.seed,
+                           config=config)
     records = source.select(config.categories, config.limit)
     if not records:
         raise SourceError(f"source {config.source!r} has no objects for categories {config.categories or 'all'}")
+    report_selection(source, records)
     _prepare_output(out)
     lock = _lock(out)
     try:
@@ -189,6 +221,28 @@ def run(config: RunConfig) -> RunSummary:
         return _run_locked(config, out, records)
     finally:
         lock.close()
+
+
+def add_fetch_stage(dataset, config: RunConfig, out: Path, run_token: str, count: int):
+    """Downloads as one Ray actor that holds no CPU (the render actors hold them all) running ``--downloads``
+    calls at once in threads, streaming into the render actors; at most ``2 x workers + downloads``
+    fetched objects wait on disk (``StagingGate``)."""
+    import ray.data
+
+    from voxforge.pipeline.fetch_stage import Downloader, staging_dir
+
+    shutil.rmtree(staging_dir(out, run_token).parent, ignore_errors=True)  # slots a killed run never freed
+    calls = min(config.downloads, count)
+    return dataset.map_batches(
+        Downloader,
+        fn_constructor_kwargs={"out": str(out), "run_token": run_token,
+                               "staged_limit": 2 * config.workers + config.downloads, "keep_meshes": config.keep_meshes},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=calls, enable_true_multi_threading=True,
+                                           max_tasks_in_flight_per_actor=2 * calls),
+        num_cpus=0,
+    )
 
 
 def _run_locked(config: RunConfig, out: Path, records) -> RunSummary:
@@ -217,10 +271,15 @@ def _run_locked(config: RunConfig, out: Path, records) -> RunSummary:
 
     from voxforge.pipeline.stages import ObjectWorker, unpack_members
 
-    rows = [{"record": json.dumps(r.to_row()), "split": assign_split(r.object_id, config.split_ratios)} for r in todo]
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+    run_token = uuid.uuid4().hex
+    rows = [{"record": json.dumps(r.to_row()), "split": r.split or assign_split(r.object_id, config.split_ratios)}
+            for r in todo]
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    if any(r.fetch for r in todo):
+        dataset = add_fetch_stage(dataset, config, out, run_token, len(rows))
+    dataset = dataset.map_batches(
         ObjectWorker,
-        fn_constructor_kwargs={"config": config.as_dict(), "run_token": uuid.uuid4().hex},
+        fn_constructor_kwargs={"config": config.as_dict(), "run_token": run_token},
         batch_size=1,
         batch_format="numpy",
         concurrency=min(config.workers, len(rows)),
@@ -245,7 +304,7 @@ def _run_locked(config: RunConfig, out: Path, records) -> RunSummary:
         for row in dataset.iter_rows():
             record = meta_by_id[row["object_id"]]
             base = {"id": record.object_id, "category": record.category, "source": record.source,
-                    "split": row["split"], "license": record.license}
+                    "split": row["split"], "license": record.license, "extra": record.extra}
             if row["status"] == "ok":
                 split = row["split"]
                 pending[split].append(manifest_row(base, "ok", key=row["key"]))

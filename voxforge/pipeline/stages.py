@@ -25,14 +25,17 @@ from PIL import Image
 from voxforge.loaders import format as fmt
 from voxforge.pipeline.config import RunConfig
 from voxforge.pipeline.isolation import AttemptGuard
+from voxforge.pipeline.recycling import WorkerRecycler
 from voxforge.pipeline.meshes import flatten, validate_and_normalize
-from voxforge.pipeline.sources import ObjectRecord, load_record
+from voxforge.pipeline.sources import ObjectRecord, load_record, local_mesh_file
 from voxforge.pipeline.splits import object_seed
 from voxforge.renderers import get_renderer, sample_lighting
+from voxforge.renderers.base import attach_source_file
 from voxforge.renderers.backgrounds import BackgroundPool, composite, list_background_images
 from voxforge.renderers.cameras import CameraRanges, sample_cameras
 from voxforge.voxelize import encode_binvox, sample_surface, voxelize
 from voxforge.voxelize.grid import centered_bounds
+from voxforge.voxelize.points import farthest_points_first
 
 
 def file_sha256(path: str) -> str:
@@ -47,9 +50,18 @@ def load_stage(record: ObjectRecord) -> dict:
     """Mesh in the object frame (the scene for rendering, one triangle soup for geometry)."""
     scene, normalization = validate_and_normalize(load_record(record))
     vertices, faces = flatten(scene)
-    source_hash = file_sha256(record.uri) if os.path.isfile(record.uri) else ""
+    mesh_file = local_mesh_file(record)  # a download source's copy in the cache, else the record's uri
+    source_hash = file_sha256(mesh_file) if os.path.isfile(mesh_file) else ""
+    if source_hash:  # renderers that read the file themselves (Blender) place it with this matrix
+        attach_source_file(scene, mesh_file, normalization.matrix())
     return {"scene": scene, "vertices": vertices, "faces": faces, "normalization": normalization,
             "source_sha256": source_hash}
+
+
+def camera_ranges(config: RunConfig) -> CameraRanges:
+    return CameraRanges(azimuth_deg=tuple(config.azimuth), elevation_deg=tuple(config.elevation),
+                        distance=tuple(config.distance), focal_normalized=config.focal, layout=config.camera_layout,
+                        keep_in_frame=config.keep_in_frame)
 
 
 def render_stage(loaded: dict, renderer, config: RunConfig, object_id: str) -> dict:
@@ -57,7 +69,7 @@ def render_stage(loaded: dict, renderer, config: RunConfig, object_id: str) -> d
     radius = float(np.linalg.norm(loaded["vertices"][np.unique(loaded["faces"])], axis=1).max())
     cameras = sample_cameras(
         config.views, config.size, np.random.default_rng(object_seed(config.seed, object_id, "cameras")),
-        CameraRanges(), object_radius=radius,
+        camera_ranges(config), object_radius=radius,
     )
     lights = sample_lighting(config.views, np.random.default_rng(object_seed(config.seed, object_id, "lights")))
     result = renderer.render(loaded["scene"], cameras, lights)
@@ -74,13 +86,18 @@ def composite_stage(rendered: dict, backgrounds: BackgroundPool, config: RunConf
 
 
 def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
-    """Solid voxels in a cube centred on the object (edge = its longest extent) and surface points."""
+    """Solid voxels in a cube centred on the object (edge = its longest extent, or ``voxel_extent`` around
+    the origin) and surface points (the first ``fps_prefix`` of them a farthest-point subset)."""
     vertices, faces = loaded["vertices"], loaded["faces"]
     triangles = vertices[faces]
-    grid = voxelize(triangles, resolution=config.resolution, fill=config.fill, bounds=centered_bounds(triangles),
-                    surface=config.voxel_surface, wireframe=config.wireframe)
+    bounds = centered_bounds(triangles) if config.voxel_extent is None else \
+        (np.full(3, -config.voxel_extent / 2.0), float(config.voxel_extent))
+    grid = voxelize(triangles, resolution=config.resolution, fill=config.fill, bounds=bounds,
+                    surface=config.voxel_surface, samples=config.voxel_samples, wireframe=config.wireframe)
     points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"),
                                      even=config.even_points)
+    if config.fps_prefix:
+        points, normals = farthest_points_first(points, normals, config.fps_prefix)
     return {"voxels": grid, "points": points, "normals": normals}
 
 
@@ -118,7 +135,8 @@ def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict,
         "voxels": {"resolution": grid.resolution, "origin": grid.origin.tolist(), "voxel_size": grid.voxel_size,
                    "fill": config.fill, "surface": config.voxel_surface, "wireframe": config.wireframe,
                    "occupied": int(grid.occupancy.sum())},
-        "points": {"count": int(len(geometry["points"])), "evenly_spaced": config.even_points},
+        "points": {"count": int(len(geometry["points"])), "evenly_spaced": config.even_points,
+                   "fps_prefix": config.fps_prefix},
     }
     members = {fmt.META: json.dumps(meta, sort_keys=True).encode()}
     alpha = rendered["render"].alpha
@@ -156,11 +174,19 @@ class ObjectWorker:
         self.backgrounds = BackgroundPool(photos, color=self.config.background_color)
         work_dir = Path(self.config.out) / fmt.WORK_DIR / "attempts"
         self.guard = AttemptGuard(work_dir, run_token, self.config.max_attempts, self.config.timeout)
+        self.recycler = WorkerRecycler(
+            self.renderer.recycle_after_objects if self.config.recycle_after is None else self.config.recycle_after,
+            self.renderer.memory_limit_bytes if self.config.worker_memory_gb is None
+            else int(self.config.worker_memory_gb * 2**30),
+            journal=Path(self.config.out) / fmt.WORK_DIR / "recycled_workers.jsonl",
+        )
+        self.run_token = run_token
 
     def process(self, record: ObjectRecord, split: str) -> dict:
         row = {"object_id": record.object_id, "split": split, "status": "failed", "error": "",
                "key": fmt.sample_key(record.object_id), "members": b""}
-        given_up = self.guard.begin(record.object_id)
+        self.recycler.recycle_if_due()  # between objects: Ray restarts this actor and retries the task
+        given_up = self.guard.begin(record.object_id, log=self.renderer.log_path)
         if given_up:
             row["error"] = given_up
             return row
@@ -183,11 +209,23 @@ class ObjectWorker:
             row["error"] = f"{stage}: {type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
         finally:
             self.guard.end(record.object_id)
+            self.recycler.object_done()
         return row
 
     def __call__(self, batch: dict) -> dict:
+        from voxforge.pipeline.fetch_stage import release_staged
+
         records = [ObjectRecord.from_row(json.loads(r)) for r in batch["record"]]
-        rows = [self.process(record, str(split)) for record, split in zip(records, batch["split"])]
+        fetch_errors = batch.get("fetch_error", [""] * len(records))  # from the download stage, if any
+        rows = []
+        for record, split, fetch_error in zip(records, batch["split"], fetch_errors):
+            if fetch_error:  # recorded with its reason; nothing to render
+                rows.append({"object_id": record.object_id, "split": str(split), "status": "failed",
+                             "error": str(fetch_error), "key": fmt.sample_key(record.object_id), "members": b""})
+            else:
+                rows.append(self.process(record, str(split)))
+            if record.fetch:  # the sample is made (or failed): free the download slot, evict the mesh
+                release_staged(self.config.out, self.run_token, record.object_id)
         return {name: [row[name] for row in rows] for name in rows[0]}
 
 

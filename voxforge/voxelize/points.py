@@ -37,6 +37,18 @@ def sample_surface(
     return points.astype(np.float32), normals.astype(np.float32)
 
 
+def farthest_points_first(points: np.ndarray, normals: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same cloud reordered so its first ``count`` points are a farthest-point subset of all of them.
+
+    One array then serves both cloud sizes the point-set papers use (``points[:1024]`` evenly spaced,
+    all 16384 uniform over the area). Starts from the first point: deterministic for a given cloud.
+    """
+    chosen = farthest_point_indices(np.ascontiguousarray(points, np.float64), count, 0)
+    rest = np.setdiff1d(np.arange(len(points)), chosen, assume_unique=True)
+    order = np.concatenate([chosen, rest])
+    return points[order], normals[order]
+
+
 @numba.njit(cache=True)
 def farthest_point_indices(points: np.ndarray, count: int, start: int) -> np.ndarray:
     """Greedy farthest-point subset: each next point is the one farthest from those already kept."""
