@@ -4,6 +4,9 @@ A fetch spec is a plain dict (so Ray carries it inside the record) of one of thr
 
 - ``{"kind": "path", "dest"}``: a file already on disk (a user's own folder: never locked or evicted);
 - ``{"kind": "file", "url", "dest", "sha256"?, "mismatch"?}``: one file downloaded to ``dest``;
+- ``{"kind": "files", "url", "dest", "mesh", "sha256"?, "mismatch"?}``: one mesh file downloaded into the
+  folder ``dest`` together with the files it refers to from beside it (material libraries, textures,
+  glTF buffers: :mod:`voxforge.pipeline.downloads.companions`);
 - ``{"kind": "zip", "archive", "size", "index"?, "index_offset"?, "prefix", "dest", "mesh"}``: the
   members under ``prefix`` of a zip archive (a local path, or a URL read with range requests, its
   central directory saved in ``index`` when the source listed it) extracted into the folder ``dest``;
@@ -20,13 +23,14 @@ from pathlib import Path
 
 from voxforge.pipeline.downloads.archives import ArchiveError, extract_prefix
 from voxforge.pipeline.downloads.cache import path_lock
+from voxforge.pipeline.downloads.companions import fetch_with_companions
 from voxforge.pipeline.downloads.http import DownloadError, DownloadSettings, RangeFile, fetch_file, with_retries
 
 
 def mesh_path(spec: dict) -> Path:
     """Where the object's mesh file is once the spec is materialized."""
     dest = Path(spec["dest"])
-    return dest / spec["mesh"] if spec["kind"] == "zip" else dest
+    return dest / spec["mesh"] if spec["kind"] in ("zip", "files") else dest
 
 
 def cached_path(spec: dict) -> Path:
@@ -67,8 +71,11 @@ def ensure_local(spec: dict) -> tuple[Path, bool]:
         return target, False
     if spec["kind"] == "path":
         raise DownloadError(f"no such file: {target}", permanent=True)
-    if spec["kind"] == "file":
+    if spec["kind"] in ("file", "files"):
         try:
+            if spec["kind"] == "files":
+                return fetch_with_companions(spec["url"], Path(spec["dest"]), spec["mesh"], settings,
+                                             spec.get("sha256") or None, spec.get("mismatch", "checksum mismatch"))
             result = fetch_file(spec["url"], spec["dest"], settings, sha256=spec.get("sha256") or None,
                                 hub_origin=spec.get("hub"), repo_id=spec.get("repo"),
                                 mismatch_label=spec.get("mismatch", "checksum mismatch"))

@@ -11,7 +11,9 @@ metadata only when asked (``--match-keywords``).
 
 Each object is downloaded alone: Sketchfab GLBs from the Hub, Smithsonian files from their URL,
 Thingiverse files from ``www.thingiverse.com/download:<id>``, GitHub files from
-``raw.githubusercontent.com`` at the annotated commit (``--mirror PREFIX=URL`` redirects any host).
+``raw.githubusercontent.com`` at the annotated commit together with the files they refer to from the
+same repository (an OBJ's MTL and textures, a glTF's buffers and images; see
+:mod:`voxforge.pipeline.downloads.companions`) (``--mirror PREFIX=URL`` redirects any host).
 A file whose sha256 differs from the table is recorded as failed with reason "modified", one that
 is gone as "missing upstream".
 """
@@ -182,7 +184,9 @@ class ObjaverseXLSource(RemoteSource):
             org, repo, commit, path = match.groups()
             uid = get_uid_from_str(identifier)
             url = f"https://raw.githubusercontent.com/{org}/{repo}/{commit}/{path}"
-            spec = self.file_spec(url, cache / f"{uid}.{safe_id(kind, 'file type')}", sha256=sha256, mismatch="modified")
+            # a repository file: its material libraries, textures and buffers sit beside it
+            spec = {**self.file_spec(url, cache / uid, sha256=sha256, mismatch="modified"), "kind": "files",
+                    "mesh": f"{uid}.{safe_id(kind, 'file type')}"}
             extra["author"] = extra["author"] or org
             object_id = f"github/{uid}"
         elif source == "thingiverse":
