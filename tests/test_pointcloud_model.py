@@ -168,6 +168,8 @@ def test_train_resume_and_eval_through_the_cli(tmp_path):
               "--batch-size", "2", "--workers", "0", "--emd-weight", "0.1", "--lr", "1e-3"]
     assert main(common + ["--out", str(tmp_path / "straight"), "--iterations", "4"]) == 0
     assert main(common + ["--out", str(tmp_path / "resumed"), "--iterations", "2"]) == 0
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert saved["data_position"] == (1, 1)  # 2 training objects in batches of 2: the second epoch given out
     assert main(common + ["--out", str(tmp_path / "resumed"), "--iterations", "4", "--resume"]) == 0
     straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)

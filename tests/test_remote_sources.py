@@ -183,8 +183,28 @@ def test_shapenet_zips_on_disk_folders_and_the_r2n2_split(hub, shared_data, tmp_
     assert {r.category for r in r2n2} == {"airplane", "bench", "chair"}  # bottle is not a 3D-R2N2 class
     assert {r.object_id: r.split for r in r2n2 if r.category == "chair"} == {CHAIRS[0]: "train", CHAIRS[1]: "val"}
     assert all(not os.path.isabs(r.uri) for r in r2n2) and ensure_local(r2n2[0].fetch) == (Path(r2n2[0].fetch["dest"]), False)
-    with pytest.raises(SourceError, match="--split r2n2 needs --split-file"):
-        create_source("shapenet", config=config(tmp_path, "shapenet", split_mode="r2n2"))
+
+
+def test_the_r2n2_split_file_is_fetched_once_and_verified(hub, shared_data, tmp_path):
+    from voxforge.pipeline.sources.shapenet import R2N2_SPLIT_URL
+
+    mirror = {"https://raw.githubusercontent.com": f"{hub.url}/github-raw"}
+    served = R2N2_SPLIT_URL.replace("https://raw.githubusercontent.com", "/github-raw")
+    with pytest.raises(SourceError, match="cannot get 3D-R2N2's split file.*give a copy with --split-file"):
+        create_source("shapenet", config=config(tmp_path, "shapenet", split_mode="r2n2", mirrors=mirror,
+                                                download_retries=0))  # not on the server yet: 404
+    hub.add_file(served, b"[]")  # the wrong bytes: refused by the pinned checksum
+    with pytest.raises(SourceError, match="checksum mismatch"):
+        create_source("shapenet", config=config(tmp_path, "shapenet", split_mode="r2n2", mirrors=mirror,
+                                                download_retries=1))
+    hub.add_file(served, (shared_data / "r2n2" / "ShapeNet.json").read_bytes())
+    before = len(hub.requests_for(served))
+    for _ in range(2):
+        source = create_source("shapenet", config=config(tmp_path, "shapenet", split_mode="r2n2", mirrors=mirror,
+                                                        path=str(shared_data / "shapenetcore_v2")))
+        chairs = {r.object_id: r.split for r in source.select(["chair"], None)}
+        assert chairs == {CHAIRS[0]: "train", CHAIRS[1]: "val"}
+    assert len(hub.requests_for(served)) == before + 1  # fetched once, then read from the cache
 
 
 # -- whole runs through Ray -----------------------------------------------------------------------------

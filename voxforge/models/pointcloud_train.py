@@ -14,6 +14,7 @@ setting); evaluation rotates the ground truth the same way.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxforge.models.data import crop_views
+from voxforge.models.data import EpochBatches, crop_views
 from voxforge.models.pointcloud import ReconstNet, kl_divergence
 from voxforge.models.pointcloud_losses import chamfer_distance, sinkhorn_emd
 from voxforge.models.pointcloud_metrics import CONVENTIONS, evaluate_cloud
@@ -86,8 +87,10 @@ def dataset_fps_prefix(root: str | Path) -> int:
     return int(info.get("config", {}).get("fps_prefix") or 0)
 
 
-def reconstnet_batches(root: str | Path, config: ReconstNetConfig, workers: int = 2, split: str = "train") -> Iterator[dict]:
-    """Endless ``{"images": (B, 3, S, S), "points": (B, N, 3)}`` from a voxforge dataset with points."""
+def reconstnet_batches(root: str | Path, config: ReconstNetConfig, workers: int = 2,
+                       split: str = "train") -> EpochBatches:
+    """Endless ``{"images": (B, 3, S, S), "points": (B, N, 3)}`` from a voxforge dataset with points; a
+    resumed run seeks to the saved (epoch, batch) instead of replaying every earlier batch."""
     from voxforge.loaders.dataset import VoxforgeDataset
     from voxforge.loaders.torch import ShardDataset, ViewBatcher, plain_background_of
 
@@ -97,24 +100,30 @@ def reconstnet_batches(root: str | Path, config: ReconstNetConfig, workers: int 
     old = plain_background_of(root)
     collate = ViewBatcher(views=(1, 1), background="random_color" if old else "keep", old_background=old,
                           seed=config.seed)
-    # its own generator: the global torch RNG (the latent's noise) then depends only on the steps taken,
-    # so a resumed run, which replays the batch stream, continues exactly
+    # its own generator: the global torch RNG (the latent's noise) then depends only on the steps taken
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
                                          collate_fn=collate, pin_memory=torch.cuda.is_available(),
                                          generator=torch.Generator().manual_seed(config.seed))
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    epoch = 0
-    while True:
+
+    def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
+        """One epoch's batches after the first ``skip``; its crops and point subsets seeded by the epoch."""
         dataset.set_epoch(epoch)
-        for batch in loader:
-            images = torch.from_numpy(crop_views(batch["images"][:, 0].permute(0, 2, 3, 1).numpy(),
-                                                 config.image_size, rng)).permute(0, 3, 1, 2).contiguous()
-            points = select_points(batch["points"], config.points, fps_prefix, generator)
-            if config.frame == "view":
-                points = to_view_frame(points, batch["world_to_camera"][:, 0])
-            yield {"images": images, "points": points, "category": batch["category"]}
-        epoch += 1
+        collate.set_epoch(epoch)
+        rng = np.random.default_rng([config.seed, epoch])
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+
+        def batches() -> Iterator[dict]:
+            for batch in loader:
+                images = torch.from_numpy(crop_views(batch["images"][:, 0].permute(0, 2, 3, 1).numpy(),
+                                                     config.image_size, rng)).permute(0, 3, 1, 2).contiguous()
+                points = select_points(batch["points"], config.points, fps_prefix, generator)
+                if config.frame == "view":
+                    points = to_view_frame(points, batch["world_to_camera"][:, 0])
+                yield {"images": images, "points": points, "category": batch["category"]}
+
+        return itertools.islice(batches(), skip, None)
+
+    return EpochBatches(epoch_batches)
 
 
 def reconstnet_loss(model: ReconstNet, images: torch.Tensor, target: torch.Tensor,
@@ -140,10 +149,11 @@ def train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir:
     model = build_model(config).to(device)
     optimizer, scheduler = make_optimizer(model, config)
     checkpoint_path = run_dir / "checkpoint.pt"
-    start = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device) \
+    start = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device, batches) \
         if resume and checkpoint_path.exists() else 0
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     stream = resumed_stream(batches, start)
+    data_position = getattr(batches, "position", None)
     from tqdm import tqdm
 
     metrics_file, writer = open_metrics(run_dir, start, ["iteration", "loss", "chamfer", "emd", "kl", "lr", "seconds"])
@@ -169,18 +179,19 @@ def train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir:
             for name in history:
                 history[name].append(float(terms[name].detach()))
             done = iteration + 1
+            data_position = getattr(batches, "position", None)
             if done % config.log_every == 0 or done == config.iterations:
                 writer.writerow([done] + [round(history[n][-1], 6) for n in ("loss", "chamfer", "emd", "kl")]
                                 + [scheduler.get_last_lr()[0], round(time.perf_counter() - began, 2)])
                 metrics_file.flush()
                 bar.set_postfix(chamfer=f"{history['chamfer'][-1]:.5f}")
             if done % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config)
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
     except KeyboardInterrupt:
         log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
         raise
     finally:
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config)
+        save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
         metrics_file.close()
         bar.close()
     return {"model": model, "history": history, "iteration": done}

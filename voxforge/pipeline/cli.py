@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--licenses", type=_csv(str), help="keep only these licences, e.g. by,by-sa,cc0 "
                         "('commercial' = those allowing commercial use)")
     remote.add_argument("--split", choices=("hash", "r2n2"), default="hash", help="hash: --splits ratios (default); "
-                        "r2n2: 3D-R2N2's train/val/test (shapenet, with --split-file)")
-    remote.add_argument("--split-file", help="Pix2Vox ShapeNet.json holding 3D-R2N2's split")
+                        "r2n2: 3D-R2N2's train/val/test (shapenet; Pix2Vox's ShapeNet.json, fetched once)")
+    remote.add_argument("--split-file", help="a local copy of Pix2Vox's ShapeNet.json holding 3D-R2N2's split")
     remote.add_argument("--objaverse-xl-sources", type=_csv(str),
                         help="objaverse-xl sources: sketchfab,smithsonian,thingiverse,github (default all)")
     remote.add_argument("--file-types", type=_csv(str), help="objaverse-xl file types (default glb,gltf,obj,stl,ply,off)")

@@ -8,8 +8,9 @@
   members, so a run streams objects instead of downloading multi-gigabyte archives first.
 
 Categories: the 55 ShapeNetCore names, their synonyms and synset ids, and ``r2n2`` for the 13 classes
-of 3D-R2N2. ``--split r2n2 --split-file ShapeNet.json`` keeps the objects of 3D-R2N2's split (the
-Pix2Vox file) with their train/val/test assignment.
+of 3D-R2N2. ``--split r2n2`` keeps the objects of 3D-R2N2's split with their train/val/test assignment,
+from Pix2Vox's ``datasets/ShapeNet.json`` (MIT): fetched once into the cache from the pinned commit
+(checksum verified; ``--mirror`` applies), or read from ``--split-file PATH``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from voxforge.pipeline.sources.shapenet_taxonomy import (
 )
 
 HUB_REPO = "ShapeNet/ShapeNetCore"
+R2N2_SPLIT_URL = ("https://raw.githubusercontent.com/hzxie/Pix2Vox/0596d5e98bcbbbd6dcc4e4b8b7303b9337b72103/"
+                  "datasets/ShapeNet.json")
+R2N2_SPLIT_SHA256 = "338f957273d3495103853f83ed0780b4d2c9be285cdb7bf68df09528c2a502bb"
 SYNSET = re.compile(r"^\d{8}$")
 MESH_FILES = ("models/model_normalized.obj", "model.obj")  # v2, v1
 
@@ -84,10 +88,17 @@ class ShapeNetSource(RemoteSource):
                               "education): --licenses cannot select among them")
         self.split = None
         if config.split_mode == "r2n2" or config.split_file:
-            if not config.split_file:
-                raise SourceError("--split r2n2 needs --split-file PATH: the Pix2Vox ShapeNet.json with 3D-R2N2's "
-                                  "train/val/test ids (datasets/ShapeNet.json in the Pix2Vox repository, MIT)")
-            self.split = read_r2n2_split(config.split_file)
+            self.split = read_r2n2_split(config.split_file or self._fetch_r2n2_split())
+
+    def _fetch_r2n2_split(self) -> Path:
+        """Pix2Vox's ShapeNet.json at its pinned commit, in the cache (fetched once, checksum verified)."""
+        url = self.settings.rewrite(R2N2_SPLIT_URL)
+        try:
+            return fetch_file(url, self.cache / "shapenet" / "r2n2-split" / "ShapeNet.json", self.settings,
+                              sha256=R2N2_SPLIT_SHA256, progress=self.config.progress).path
+        except DownloadError as error:
+            raise SourceError(f"--split r2n2: cannot get 3D-R2N2's split file (Pix2Vox's ShapeNet.json): {error}; "
+                              "give a copy with --split-file PATH") from error
 
     # categories -----------------------------------------------------------------------------------
     def _synsets(self) -> list[str]:
