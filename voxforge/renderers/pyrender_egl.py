@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import trimesh
 
-from voxforge.renderers.base import LightRig, RenderResult, Renderer, unpremultiply
+from voxforge.renderers.base import LightRig, RenderResult, Renderer, downsample, unpremultiply
 from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl, rotation_with_z
 from voxforge.renderers.gl import choose_platform
 
@@ -31,20 +31,6 @@ def _disable_msaa(renderer_module) -> None:
 
     single_sample.voxforge_single_sample = True
     renderer_module.glRenderbufferStorageMultisample = single_sample
-
-
-def downsample(values: np.ndarray, factor: int) -> np.ndarray:
-    """Box-filter average of ``factor`` x ``factor`` blocks over the first two axes (float32).
-
-    Summing strided slices is several times faster than a reshape-and-mean over the block axes.
-    """
-    if factor == 1:
-        return values.astype(np.float32)
-    total = np.zeros((values.shape[0] // factor, values.shape[1] // factor, *values.shape[2:]), np.float32)
-    for row in range(factor):
-        for column in range(factor):
-            total += values[row::factor, column::factor]
-    return total / (factor * factor)
 
 
 class PyrenderRenderer(Renderer):
