@@ -11,6 +11,24 @@ from scipy import ndimage
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Tests talk to loopback servers only. Any request for another host goes to a closed local port and fails
+# at once instead of reaching the internet (requests and huggingface_hub read these variables, and Ray's
+# workers and the tests' subprocesses inherit them).
+for _variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+    os.environ[_variable] = "http://127.0.0.1:9"
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+gpu_only = [pytest.mark.gpu, pytest.mark.skipif(not _has_cuda(), reason="needs an NVIDIA GPU (CUDA)")]
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import gpu_only
 from inprocess_samples import make_samples, write_dataset
 
 from voxforge.models.pointcloud import ReconstNet, ResNet50Encoder, kl_divergence
@@ -76,6 +77,16 @@ def test_sinkhorn_emd_bounds_the_exact_assignment_from_above():
         approximate = sinkhorn_emd(torch.from_numpy(a), torch.from_numpy(b), epsilon=1e-3, iterations=10).numpy()
         relative = (approximate - exact) / exact
         assert (relative > -1e-6).all() and (relative < 0.04).all(), relative  # a feasible plan: never below
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=gpu_only)])
+def test_point_cloud_losses_agree_between_the_gpu_and_the_cpu(device):
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 256, 3, generator=generator), torch.rand(3, 256, 3, generator=generator)
+    for squared in (False, True):
+        on_device = chamfer_distance(a.to(device), b.to(device), squared=squared).cpu()
+        assert torch.allclose(chamfer_distance(a, b, squared=squared), on_device, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(sinkhorn_emd(a, b), sinkhorn_emd(a.to(device), b.to(device)).cpu(), rtol=1e-3, atol=1e-5)
 
 
 def test_exact_emd_reference_values():

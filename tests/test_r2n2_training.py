@@ -15,6 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import gpu_only  # noqa: E402
+
 from voxforge.models.r2n2 import R2N2  # noqa: E402
 from voxforge.models.train import TrainConfig, array_batches, autocast, train  # noqa: E402
 
@@ -274,18 +276,36 @@ def test_ray_train_runs_the_same_training_function(tmp_path, shared_data):
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager_training(tmp_path):
-    """torch.compile (inductor, C++ on CPUs) gives the same losses as the eager model, checkpoints unchanged."""
+@pytest.mark.parametrize("device,rtol,atol", [("cpu", 1e-3, 1e-5),
+                                               pytest.param("cuda", 2e-2, 1e-4, marks=gpu_only)])  # TF32 on GPUs
+def test_compiled_training_matches_eager_training(tmp_path, device, rtol, atol):
+    """torch.compile (inductor: C++ on CPUs, Triton on GPUs) gives the same losses as the eager model,
+    checkpoints unchanged."""
     images, voxels = _views(count=2, views=2, size=32)
     losses = {}
     for compiled in (False, True):
         config = TrainConfig(arch="3d-gru-1", width=0.125, image_size=32, iterations=2, batch_size=2, views=(2, 2),
-                             lr=1e-3, device="cpu", log_every=1, compile=compiled)
+                             lr=1e-3, device=device, log_every=1, compile=compiled)
         result = train(config, array_batches(images, voxels, config), tmp_path / str(compiled), progress=False)
         losses[compiled] = result["losses"]
-        state = torch.load(tmp_path / str(compiled) / "checkpoint.pt", weights_only=False)
+        state = torch.load(tmp_path / str(compiled) / "checkpoint.pt", map_location="cpu", weights_only=False)
         assert not any("_orig_mod" in key for key in state["model"])
-    assert np.allclose(losses[True], losses[False], rtol=1e-3, atol=1e-5), losses
+    assert np.allclose(losses[True], losses[False], rtol=rtol, atol=atol), losses
+
+
+@pytest.mark.parametrize("amp", [pytest.param(amp, marks=gpu_only) for amp in ("bf16", "fp16", "none")])
+def test_training_on_cuda_moves_the_loss(tmp_path, amp):
+    """bf16 autocast, fp16 with loss scaling and plain fp32 on CUDA: the loss falls, checkpoints load on a CPU."""
+    config = TrainConfig(arch="3d-gru-3", width=0.125, image_size=64, iterations=40, batch_size=4, views=(1, 3),
+                         lr=3e-3, lr_steps=(1000,), device="cuda", log_every=10, amp=amp, batch_norm=True)
+    images, voxels = _views()
+    result = train(config, array_batches(images, voxels, config), tmp_path, progress=False)
+    losses = result["losses"]
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), losses
+    assert result["images_per_second"] > 0
+    state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert all(value.device.type == "cpu" for value in state["model"].values())  # loadable anywhere
 
 
 def _same_batches(first: list[dict], second: list[dict]) -> bool:
