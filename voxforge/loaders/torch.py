@@ -176,8 +176,9 @@ class ViewBatcher:
         worker = info.id if info else None
         if (worker, self.epoch) != self._stream:
             self._stream = (worker, self.epoch)
-            key = [self.seed] + ([MAIN_PROCESS if worker is None else worker] if worker is not None or self.epoch else [])
-            self.rng = np.random.default_rng(key + ([self.epoch] if self.epoch else []))
+            key = [self.seed, MAIN_PROCESS if worker is None else worker] + ([self.epoch] if self.epoch else [])
+            # epoch 0 without workers keeps the stream the batcher was made with
+            self.rng = np.random.default_rng(self.seed if key == [self.seed, MAIN_PROCESS] else key)
 
     def _new_background(self, size: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(colour, photo or None) to put behind one view."""

@@ -149,10 +149,10 @@ def train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir:
     model = build_model(config).to(device)
     optimizer, scheduler = make_optimizer(model, config)
     checkpoint_path = run_dir / "checkpoint.pt"
-    start = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device, batches) \
-        if resume and checkpoint_path.exists() else 0
+    start, saved_position = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device) \
+        if resume and checkpoint_path.exists() else (0, None)
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    stream = resumed_stream(batches, start)
+    stream = resumed_stream(batches, start, saved_position)
     data_position = getattr(batches, "position", None)
     from tqdm import tqdm
 

@@ -96,31 +96,28 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, iteration: int, con
     temporary.replace(path)
 
 
-def restore_checkpoint(path: Path, model, optimizer, scheduler, device, batches=None) -> int:
-    """Model, optimizer, schedule and RNG states back from ``path``; returns the iteration to continue at.
-
-    ``batches`` that can ``seek`` (:class:`voxforge.models.data.EpochBatches`) are moved to the saved data
-    position; :func:`resumed_stream` replays the others.
-    """
+def restore_checkpoint(path: Path, model, optimizer, scheduler, device) -> tuple[int, tuple[int, int] | None]:
+    """Model, optimizer, schedule and RNG states back from ``path``; returns the iteration to continue at
+    and the saved data position (None when the batches had none)."""
     state = torch.load(path, map_location=device, weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"].cpu())  # map_location moved it to the device; it must be a CPU tensor
     np.random.set_state(state["rng"]["numpy"])
-    if state.get("data_position") is not None and hasattr(batches, "seek"):
-        batches.seek(state["data_position"])
-        batches.resumed = True
-    return state["iteration"]
+    return state["iteration"], state.get("data_position")
 
 
-def resumed_stream(batches, done: int):
-    """An iterator over ``batches`` where a run that completed ``done`` iterations left it: sought batches
-    start there; any other iterable is replayed (its first ``done`` batches read and dropped)."""
+def resumed_stream(batches, done: int, position: tuple[int, int] | None):
+    """An iterator over ``batches`` where a run that completed ``done`` iterations left it: batches that
+    can ``seek`` (:class:`voxforge.models.data.EpochBatches`) start at the saved data ``position``; any
+    other iterable is replayed (its first ``done`` batches read and dropped)."""
+    if position is not None and hasattr(batches, "seek"):
+        batches.seek(position)
+        return iter(batches)
     stream = iter(batches)
-    if not getattr(batches, "resumed", False):
-        for _ in range(done):
-            next(stream)
+    for _ in range(done):
+        next(stream)
     return stream
 
 
@@ -223,16 +220,16 @@ def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, res
     model = build_model(config).to(device)
     optimizer, scheduler = make_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
-    start = 0
+    start, saved_position = 0, None
     checkpoint_path = run_dir / "checkpoint.pt"
     if resume and checkpoint_path.exists():
-        start = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device, batches)
+        start, saved_position = restore_checkpoint(checkpoint_path, model, optimizer, scheduler, device)
     if state.is_main:
         (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     forward = distributed.wrap(model, state)
     if config.compile:
         forward.compile()  # in place: checkpoints keep the plain module's parameter names
-    stream = resumed_stream(batches, start)
+    stream = resumed_stream(batches, start, saved_position)
     data_position = getattr(batches, "position", None)
     from tqdm import tqdm
 

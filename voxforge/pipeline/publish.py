@@ -130,9 +130,9 @@ def publish_files(dataset: Path, verified: Verified, staging: Path, repo_id: str
 
     files = [(f"{p.parent.name}/{p.name}", p) for p in verified.shards]
     files += [(name, dataset / name) for name in (fmt.MANIFEST_FILE, ATTRIBUTION_FILE) if (dataset / name).is_file()]
+    info = public_summary(json.loads((dataset / fmt.DATASET_FILE).read_text()))
     summary = staging / fmt.DATASET_FILE
-    summary.write_text(json.dumps(public_summary(json.loads((dataset / fmt.DATASET_FILE).read_text())),
-                                  indent=1, sort_keys=True) + "\n")
+    summary.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     files.append((fmt.DATASET_FILE, summary))
     preview = None
     if sum(verified.per_split.values()):
@@ -141,7 +141,7 @@ def publish_files(dataset: Path, verified: Verified, staging: Path, repo_id: str
         preview = contact_sheet(dataset, staging / PREVIEW_FILE, samples=6)
         files.append((PREVIEW_FILE, preview))
     card = staging / CARD_FILE
-    card.write_text(dataset_card(dataset, repo_id, PREVIEW_FILE if preview else None, info=json.loads(summary.read_text())))
+    card.write_text(dataset_card(dataset, repo_id, PREVIEW_FILE if preview else None, info=info))
     files.append((CARD_FILE, card))  # last: a partial upload never advertises splits it lacks
     return files
 

@@ -58,6 +58,16 @@ def intrinsics(size: int, focal_normalized: float) -> np.ndarray:
     return np.array([[focal_px, 0.0, centre], [0.0, focal_px, centre], [0.0, 0.0, 1.0]])
 
 
+def finer_grid_intrinsics(K: np.ndarray, factor: int) -> np.ndarray:
+    """``K`` for the same camera on a pixel grid ``factor`` times finer (supersampling): with pixel centres
+    at integers on both grids, the box average of each ``factor`` x ``factor`` block lands on the coarse
+    pixel's centre."""
+    finer = np.array(K, dtype=float)
+    finer[:2, :2] *= factor
+    finer[:2, 2] = (finer[:2, 2] + 0.5) * factor - 0.5
+    return finer
+
+
 def camera_position(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
     """Camera centre on the sphere around the origin (see the module docstring for the angles)."""
     az, el = np.radians(azimuth_deg), np.radians(elevation_deg)

@@ -8,7 +8,7 @@ import numpy as np
 import trimesh
 
 from voxforge.renderers.base import LightRig, RenderResult, Renderer, downsample, unpremultiply
-from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl, rotation_with_z
+from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl, finer_grid_intrinsics, rotation_with_z
 from voxforge.renderers.gl import choose_platform
 
 if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it np.infty, removed in numpy 2
@@ -88,12 +88,11 @@ class PyrenderRenderer(Renderer):
         alpha = np.empty((views, size, size), np.uint8)
         depth = np.empty((views, size, size), np.float32)
         for view in range(views):
-            K, factor = cameras.K[view], self.supersample
-            # pyrender's principal point counts from pixel edges and from the bottom row; the render is
-            # ``factor`` times larger and is averaged back down, which keeps pixel centres in place
+            factor = self.supersample
+            K = finer_grid_intrinsics(cameras.K[view], factor)  # rendered finer, averaged back down
+            # pyrender's principal point counts from pixel edges and from the bottom row
             camera_node.camera = pyrender.IntrinsicsCamera(
-                K[0, 0] * factor, K[1, 1] * factor, (K[0, 2] + 0.5) * factor, (size - K[1, 2] - 0.5) * factor,
-                znear=0.01, zfar=100.0,
+                K[0, 0], K[1, 1], K[0, 2] + 0.5, size * factor - K[1, 2] - 0.5, znear=0.01, zfar=100.0,
             )
             pose = camera_to_world_opengl(cameras.world_to_camera[view])
             render_scene.set_pose(camera_node, pose)

@@ -8,13 +8,12 @@ files pass :func:`safe_id` before they become part of a path.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from voxforge.pipeline.downloads.cache import path_lock, remove_path, remove_stale_temporaries, temporary_sibling
+from voxforge.pipeline.downloads.cache import filled_atomically, path_lock
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_RATIO = 500  # uncompressed / compressed size above which a large member is treated as a bomb
@@ -73,9 +72,7 @@ def extract_prefix(archive: zipfile.ZipFile, prefix: str, dest: str | Path, max_
     with path_lock(dest):
         if dest.is_dir():
             return [str(r) for r in relative]
-        remove_stale_temporaries(dest)
-        temporary = temporary_sibling(dest)
-        try:
+        with filled_atomically(dest) as temporary:
             written = 0
             for info, rel in zip(infos, relative):
                 target = temporary.joinpath(*rel.parts)
@@ -86,8 +83,4 @@ def extract_prefix(archive: zipfile.ZipFile, prefix: str, dest: str | Path, max_
                         if written > max_bytes:
                             raise ArchiveError(f"archive members under {prefix!r} expand past {max_bytes} bytes")
                         out.write(block)
-            os.rename(temporary, dest)
-        finally:
-            if temporary.exists():
-                remove_path(temporary)
     return [str(r) for r in relative]

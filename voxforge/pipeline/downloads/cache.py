@@ -52,6 +52,21 @@ def temporary_sibling(target: Path, suffix: str = ".partial") -> Path:
     return target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
 
 
+@contextmanager
+def filled_atomically(target: Path):
+    """A private temporary path beside ``target`` to fill (a file or a folder), renamed to ``target``
+    when the block ends without an error and removed otherwise. Call while holding ``target``'s lock:
+    orphans of killed writers are cleared first."""
+    remove_stale_temporaries(target)
+    temporary = temporary_sibling(target)
+    try:
+        yield temporary
+        os.rename(temporary, target)
+    finally:
+        if temporary.exists():
+            remove_path(temporary)
+
+
 def remove_stale_temporaries(target: Path) -> None:
     """Temporaries of ``target`` left by a killed process; call only while holding ``target``'s lock
     (every writer holds it while its temporary exists, so any that remain are orphans)."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin
 
-from voxforge.pipeline.downloads.cache import path_lock, remove_path, remove_stale_temporaries, temporary_sibling
+from voxforge.pipeline.downloads.archives import ArchiveError, safe_member_path
+from voxforge.pipeline.downloads.cache import filled_atomically, path_lock
 from voxforge.pipeline.downloads.http import DownloadError, DownloadSettings, fetch_file
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,15 @@ OPTION_ARGUMENTS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1,
 
 def contained(folder: str, name: str) -> str | None:
     """``name`` (relative to ``folder``, both POSIX and relative to the object's root) as a path inside
-    the object's root, or None when it is absolute, a URL, or escapes the root."""
-    name = name.strip().replace("\\", "/")
-    if not name or "\x00" in name or "://" in name or name.startswith(("/", "data:")) or name[1:2] == ":":
+    the object's root, or None when it is a URL, absolute, or escapes the root."""
+    name = name.strip().replace("\\", "/")  # Windows exporters write backslashes
+    if "://" in name or name.startswith("data:") or name[1:2] == ":":
         return None
     joined = posixpath.normpath(posixpath.join(folder, name))
-    if joined in (".", "") or joined.startswith("../") or joined == "..":
+    try:
+        return None if joined == "." else str(safe_member_path(joined))
+    except ArchiveError:
         return None
-    return joined
 
 
 def _texture_name(arguments: list[str]) -> str:
@@ -120,9 +121,7 @@ def fetch_with_companions(url: str, dest: Path, mesh: str, settings: DownloadSet
     with path_lock(dest):
         if target.is_file():
             return target, False
-        remove_stale_temporaries(dest)
-        temporary = temporary_sibling(dest)
-        try:
+        with filled_atomically(dest) as temporary:
             fetch_file(url, temporary / mesh, settings, sha256=sha256, mismatch_label=mismatch_label)
             pending, seen, total = [mesh], {mesh}, (temporary / mesh).stat().st_size
             while pending:
@@ -143,10 +142,6 @@ def fetch_with_companions(url: str, dest: Path, mesh: str, settings: DownloadSet
                         pending.append(name)
             for lock in temporary.rglob("*.lock"):  # fetch_file's locks inside the private folder
                 lock.unlink(missing_ok=True)
-            os.rename(temporary, dest)
-        finally:
-            if temporary.exists():
-                remove_path(temporary)
     return target, True
 
 

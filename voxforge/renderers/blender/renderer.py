@@ -41,7 +41,7 @@ from voxforge.renderers.blender.importers import (
     BlenderImportError, frame_mismatch, import_file, importer_for, place_in_object_frame,
 )
 from voxforge.renderers.blender.lighting import LightingRig, MaterialJitter, blender_lights
-from voxforge.renderers.cameras import CameraSet
+from voxforge.renderers.cameras import CameraSet, finer_grid_intrinsics
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class BlenderRenderer(Renderer):
     def _configure_engine(self, scene) -> None:
         samples = 4 * self.supersample**2
         cycles = scene.cycles
-        cycles.samples = 4 if self.supersample > 1 else samples  # per rendered pixel: x supersample**2 per output
+        cycles.samples = 4  # per rendered pixel, so 4 * supersample**2 per output pixel
         cycles.use_adaptive_sampling = False
         cycles.use_denoising = False  # OIDN costs several times the render at this size
         # every sample through the (sub)pixel centre, where pyrender's samples are (Cycles' box filter
@@ -267,11 +267,8 @@ class BlenderRenderer(Renderer):
 
     def _aim_camera(self, camera, K: np.ndarray, world_to_camera: np.ndarray) -> None:
         factor = self.render_factor
-        if factor > 1:  # the same camera on a finer pixel grid (pixel centres at integers on both)
-            K = K.copy()
-            K[:2, :2] *= factor
-            K[:2, 2] = (K[:2, 2] + 0.5) * factor - 0.5
-        settings = blender_camera(K, world_to_camera, self.size * factor, self.size * factor)
+        settings = blender_camera(finer_grid_intrinsics(K, factor), world_to_camera, self.size * factor,
+                                  self.size * factor)
         data = camera.data
         data.sensor_width = settings.sensor_width_mm
         data.lens = settings.lens_mm
