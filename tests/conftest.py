@@ -18,6 +18,15 @@ for _variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
     os.environ[_variable] = "http://127.0.0.1:9"
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
+# Object storage: an S3-compatible server on loopback (the ``s3`` fixture starts it on this port), test
+# credentials, and no instance-metadata probing. Set before any Ray starts, so every worker inherits them.
+from s3_fixtures import TEST_CREDENTIALS, free_port  # noqa: E402
+
+S3_PORT = free_port()
+os.environ.update(TEST_CREDENTIALS, AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}", AWS_EC2_METADATA_DISABLED="true")
+for _variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_variable, None)
+
 
 def _has_cuda() -> bool:
     try:
@@ -38,6 +47,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def s3():
+    """The loopback S3 store every test and Ray worker reaches through ``AWS_ENDPOINT_URL``."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from s3_fixtures import S3Store
+
+    store = S3Store(S3_PORT)
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for all in-process pipeline runs (start-up costs seconds)."""
     from voxforge.pipeline.config import RunConfig
@@ -52,7 +73,7 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def split_dataset(tmp_path_factory, ray_local) -> Path:
-    """12 procedural objects (4 views, 512 points, 2 per shard) in all three splits (9/2/1 with seed 0),
+    """12 procedural objects (4 views, 512 points, at most 2 per shard) in all three splits (9/2/1 with seed 0),
     made once for the publishing and remote-loading tests."""
     from voxforge.pipeline.run import run
 

@@ -117,8 +117,8 @@ def test_crash_reason_keeps_the_backends_words_not_the_dump(tmp_path):
 
 def test_a_worker_due_for_recycling_exits_and_says_why(tmp_path):
     journal = tmp_path / "recycled.jsonl"
-    code = ("from voxforge.pipeline.recycling import WorkerRecycler\n"
-            f"r = WorkerRecycler(after_objects=2, journal={str(journal)!r})\n"
+    code = ("import json\nfrom voxforge.pipeline.recycling import WorkerRecycler\n"
+            f"r = WorkerRecycler(after_objects=2, journal=lambda e: open({str(journal)!r}, 'a').write(json.dumps(e)))\n"
             "r.object_done(); r.recycle_if_due(); print('kept after 1')\n"
             "r.object_done(); r.recycle_if_due(); print('not reached')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

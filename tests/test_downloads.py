@@ -15,7 +15,7 @@ import pytest
 from http_fixtures import LoopbackServer
 
 from voxforge.pipeline.downloads.archives import ArchiveError, extract_prefix, safe_id, safe_member_path
-from voxforge.pipeline.downloads.cache import StagingGate, evict, path_lock
+from voxforge.pipeline.downloads.cache import evict, path_lock
 from voxforge.pipeline.downloads.http import DownloadError, DownloadSettings, RangeFile, fetch_file
 from voxforge.pipeline.downloads.hub import hub_endpoint, hub_file_url, origin
 from voxforge.pipeline.sources.licenses import license_filter, license_slug
@@ -197,23 +197,32 @@ def test_ids_and_member_names_are_checked_before_they_become_paths():
     assert str(safe_member_path("models/model_normalized.obj")) == "models/model_normalized.obj"
 
 
-def test_eviction_waits_for_readers_and_the_staging_gate_bounds_disk(tmp_path):
+def test_eviction_waits_for_readers_and_prefetching_stays_a_few_objects_ahead(tmp_path, server):
     target = tmp_path / "mesh.glb"
     target.write_bytes(b"glb")
     with path_lock(target, shared=True):
         assert evict(target) is False and target.exists()  # a concurrent run is reading it
     assert evict(target) is True and not target.exists()
 
-    gate = StagingGate(tmp_path / "staged", limit=2)
-    gate.stage("a", str(tmp_path / "a.glb"))
-    gate.stage("b", None)
-    waiter = threading.Thread(target=gate.wait_for_slot, kwargs={"poll_s": 0.01})
-    waiter.start()
-    waiter.join(0.2)
-    assert waiter.is_alive()  # full: the next download waits
-    assert gate.release("a") == str(tmp_path / "a.glb") and gate.release("b") is None
-    waiter.join(2)
-    assert not waiter.is_alive()
+    from voxforge.pipeline.sources import ObjectRecord
+    from voxforge.pipeline.worker import Prefetcher
+
+    records = []
+    for i in range(5):
+        url = server.add_file(f"/prefetch/{i}.glb", b"mesh %d" % i)
+        fetch = {"kind": "file", "url": url, "dest": str(tmp_path / "cache" / f"{i}.glb"),
+                 "settings": {"timeout": 1.0, "retries": 0, "backoff": 0.01}}
+        records.append(ObjectRecord(f"o{i}", "thing", "objaverse", url, fetch=fetch))
+    records[3].fetch["url"] = server.url + "/prefetch/missing.glb"
+    fetcher = Prefetcher(records, downloads=1, keep_meshes=False)
+    assert fetcher.wait(records[0]) == ""
+    assert fetcher.submitted == 2  # the object in hand and one ahead, not the whole task
+    fetcher.release(records[0])
+    assert not (tmp_path / "cache" / "0.glb").exists()  # evicted once its sample is made
+    assert fetcher.wait(records[1]) == "" and (tmp_path / "cache" / "1.glb").read_bytes() == b"mesh 1"
+    assert fetcher.wait(records[3]).startswith("download: ")  # a failure is a reason, not an exception
+    fetcher.close()  # fetched but never used (object 2, 4): evicted too
+    assert not list((tmp_path / "cache").glob("*.glb"))
 
 
 def test_mirrors_and_licence_slugs():

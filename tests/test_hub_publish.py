@@ -70,9 +70,9 @@ def published(hub, split_dataset, tmp_path_factory):
 def test_an_interrupted_publish_resumes_without_uploading_twice(published, hub, split_dataset):
     first, second = published["first"], published["second"]
     assert first.returncode == 2, first.stderr
-    assert "stopped after 4 of 11 files" in first.stderr and "run the same command again to resume" in first.stderr
+    assert "stopped after 4 of 12 files" in first.stderr and "run the same command again to resume" in first.stderr
     assert second.returncode == 0, second.stderr
-    assert "uploaded 7 files in 3 commits (4 already there)" in second.stdout
+    assert "uploaded 8 files in 3 commits (4 already there)" in second.stdout
     files = hub.files(REPO)
     for split in ("train", "val", "test"):
         for shard in shard_paths(split_dataset / split):

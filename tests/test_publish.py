@@ -66,7 +66,7 @@ def test_verification_names_every_problem_and_nothing_is_published(split_dataset
 def test_folder_publish_reads_back_with_load_dataset(split_dataset, tmp_path):
     destination = tmp_path / "published"
     summary = publish(split_dataset, str(destination), progress=False)
-    assert summary["objects"] == 12 and summary["shards"] == 7
+    assert summary["objects"] == 12 and summary["shards"] == 8  # train 5, val 2 (--min-shards), test 1
     for split in ("train", "val", "test"):
         for shard in shard_paths(split_dataset / split):
             assert (destination / split / shard.name).read_bytes() == shard.read_bytes()

@@ -237,7 +237,6 @@ def test_pipeline_run_objaverse_chair_bus(hub, tmp_path, ray_local, capsys):
     assert info["attribution"] == {"file": "attribution.csv", "objects": 4, "authors": 4}
     assert len((out / "attribution.csv").read_text().splitlines()) == 5
     assert not list((cache / "objaverse").rglob("*.glb"))  # meshes evicted once their samples were made
-    assert not [p for p in (out / ".voxforge" / "staged").rglob("*") if p.is_file()]  # every slot freed
     from voxforge.pipeline.publish import publish
 
     publish(out, str(tmp_path / "published"), progress=False)  # the credits travel with the data

@@ -105,3 +105,25 @@ def test_each_dataloader_worker_draws_its_own_views(dataset):
         counts.setdefault(batch["id"][0], batch["images"].shape[1])
     sequence = list(counts.values())  # workers alternate: equal halves would mean copied random streams
     assert sequence[0::2] != sequence[1::2]
+
+
+def test_fewer_shards_than_readers_still_gives_each_reader_its_samples(tmp_path, ray_local, monkeypatch):
+    """One shard, 2 ranks x 2 DataLoader workers: samples are divided instead of shards, each read once."""
+    from voxforge.pipeline.run import run
+
+    run(small_config(tmp_path, limit=8, views=2, points=256, shard_size=64, min_shards=1, split_ratios=(1.0, 0.0, 0.0)))
+    assert len(ShardDataset(tmp_path, split="train").shards) == 1
+    seen = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = torch.utils.data.DataLoader(ShardDataset(tmp_path, split="train"), batch_size=None, num_workers=2)
+        mine = [sample["id"] for sample in loader]
+        assert len(mine) == 4  # no rank left without data (it would wait for the other forever)
+        seen += mine
+    assert len(seen) == len(set(seen)) == 8
+    monkeypatch.setenv("RANK", "4")
+    monkeypatch.setenv("WORLD_SIZE", "5")  # 10 readers for 8 samples: the last ones would get none
+    loader = torch.utils.data.DataLoader(ShardDataset(tmp_path, split="train"), batch_size=None, num_workers=2)
+    with pytest.raises(ValueError, match="8 samples for 10 readers"):
+        list(loader)

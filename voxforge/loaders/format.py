@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import re
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: per-shard manifests (.voxforge/shards/)
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
 SHARD_PREFIX = "shard"
 SHARD_SUFFIX = ".tar"
 SPLITS = ("train", "val", "test")
-WORK_DIR = ".voxforge"  # scratch state of runs (attempt markers, lock); never read by loaders
+WORK_DIR = ".voxforge"  # runs' own state; never read by loaders
+SHARD_MANIFESTS = WORK_DIR + "/shards"  # <split>/shard-NNNNNN.json: what each committed shard holds (and failed)
 
 # member names inside a shard, after the "<key>." prefix
 META = "json"

@@ -90,8 +90,7 @@ def export_parquet(dataset: str | Path, out: str | Path, split: str | None = Non
     """Write each split's samples as Parquet; returns rows written per split."""
     import pyarrow.parquet as pq
 
-    from voxforge.loaders.dataset import VoxforgeDataset
-    from voxforge.loaders.shards import iter_shard, shard_paths
+    from voxforge.loaders.dataset import VoxforgeDataset, iter_any_shard, resolve_shards
 
     source = VoxforgeDataset(dataset, split)  # checks the folder and its format version
     has_depth = bool(source.info["config"].get("save_depth"))
@@ -105,8 +104,8 @@ def export_parquet(dataset: str | Path, out: str | Path, split: str | None = Non
             continue
         files = max(1, -(-total // rows_per_file))
         writer, partial, target, batch, rows, in_file = None, None, None, [], 0, 0
-        for shard in shard_paths(Path(dataset) / name):
-            for key, members in iter_shard(shard):
+        for shard in resolve_shards(dataset, name):
+            for key, members in iter_any_shard(shard):
                 if writer is None:
                     target = folder / f"{HF_SPLIT_NAMES[name]}-{rows // rows_per_file:05d}-of-{files:05d}.parquet"
                     partial = target.with_name(target.name + ".partial")

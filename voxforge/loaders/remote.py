@@ -1,12 +1,12 @@
-"""Shards that live elsewhere: ``hf://datasets/OWNER/NAME[@REV][/path]`` and plain http(s) URLs.
+"""Shards that live elsewhere: object stores (``s3://``, ``gs://``, ``az://``), ``hf://`` and http(s) URLs.
 
 A shard is streamed: its bytes are parsed as they arrive (:mod:`voxforge.loaders.tar_stream`), never
 downloaded to disk first. Where the shards are:
 
-- ``hf://datasets/OWNER/NAME`` (or a sub-folder of a repo) holding a voxforge dataset: the split
-  folders' ``shard-*.tar``, listed through ``huggingface_hub``'s ``HfFileSystem``; an ``hf://`` glob
-  (``.../train/*.tar``) or a single ``.tar`` works too. Private repos use the token from ``HF_TOKEN``
-  or the saved login, which huggingface_hub finds by itself.
+- any fsspec URL (``s3://bucket/ds``, ``gs://...``, ``az://...``, ``hf://datasets/OWNER/NAME[@REV][/path]``)
+  of a voxforge dataset: the split folders' ``shard-*.tar``, listed through the filesystem; a glob
+  (``.../train/*.tar``) or a single ``.tar`` works too. Credentials are the backends' own
+  (:mod:`voxforge.storage`); private Hub repos use ``HF_TOKEN`` or the saved login.
 - ``https://host/path/shard-{000000..000099}.tar`` and ``{a,b}`` alternatives (brace expansion as in
   WebDataset), or a URL ending in ``/`` that holds a voxforge dataset: its ``dataset.json`` lists the
   shards of each split.
@@ -27,19 +27,24 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from voxforge.loaders import format as fmt
+from voxforge.loaders.shards import SHARD_NAME
 from voxforge.loaders.tar_stream import group_samples, iter_tar_members
 
 log = logging.getLogger(__name__)
 
-REMOTE_PREFIXES = ("hf://", "http://", "https://")
+HTTP_PREFIXES = ("http://", "https://")
 HTTP_TIMEOUT = 60.0
 HTTP_RETRIES = 3
+STREAM_BLOCK = 8 * 2**20  # bytes read ahead per request from object stores
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 
 
 def is_remote(source) -> bool:
-    return isinstance(source, str) and source.startswith(REMOTE_PREFIXES)
+    """True for a URL that is not a local file (``s3://``, ``hf://``, ``https://``, ...)."""
+    from voxforge.storage import LOCAL_SCHEMES, scheme_of
+
+    return isinstance(source, str) and scheme_of(source) not in (None, *LOCAL_SCHEMES)
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -60,27 +65,20 @@ def expand_braces(pattern: str) -> list[str]:
     return [expanded for option in options for expanded in expand_braces(head + option + tail)]
 
 
-def _hf_filesystem():
-    from huggingface_hub import HfFileSystem
-
-    return HfFileSystem()
-
-
 def resolve_remote_shards(source: str, split: str | None = None) -> list[str]:
     """The shard URLs a remote source names, in order."""
     splits = (split,) if split else fmt.SPLITS
-    if source.startswith("hf://"):
-        fs = _hf_filesystem()
+    if not source.startswith(HTTP_PREFIXES):
+        from voxforge.storage import location
+
+        where = location(source)
+        protocol = source.split("://", 1)[0]
         if any(c in source for c in "*?["):
-            return ["hf://" + p for p in sorted(fs.glob(source))]
+            return [f"{protocol}://{p}" for p in sorted(where.fs.glob(where.root))]
         if source.endswith(fmt.SHARD_SUFFIX):
             return [source]
-        root = source.rstrip("/")
-        shards = []
-        for name in splits:
-            if fs.isdir(f"{root}/{name}"):
-                shards += ["hf://" + p for p in sorted(fs.glob(f"{root}/{name}/{fmt.SHARD_PREFIX}-*{fmt.SHARD_SUFFIX}"))]
-        return shards
+        return [where.url_of(f"{name}/{shard}") for name in splits
+                for shard in sorted(n for n in where.list_files(name) if SHARD_NAME.match(n))]
     if source.endswith("/"):
         with open_stream(source + fmt.DATASET_FILE) as stream:
             info = json.loads(stream.read())
@@ -147,10 +145,15 @@ class _ResumingHTTPStream:
 
 
 def open_stream(url: str) -> BinaryIO:
-    """A forward-only byte stream of a remote file (``hf://`` or http(s))."""
+    """A forward-only byte stream of a remote file (any fsspec URL, or http(s) with resumed reads)."""
+    if url.startswith(HTTP_PREFIXES):
+        return _ResumingHTTPStream(url)
+    from voxforge.storage import location
+
+    where = location(url)
     if url.startswith("hf://"):
-        return _hf_filesystem().open(url, "rb", block_size=0)  # block_size=0: a streaming GET
-    return _ResumingHTTPStream(url)
+        return where.fs.open(where.root, "rb", block_size=0)  # block_size=0: one streaming GET
+    return where.fs.open(where.root, "rb", block_size=STREAM_BLOCK, cache_type="readahead")
 
 
 def iter_remote_shard(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -1,9 +1,10 @@
 """PyTorch streaming over voxforge shards: rank/worker splitting, shuffling, 3D-R2N2 style batches.
 
-``ShardDataset`` yields decoded sample dicts (numpy) from local shards or remote ones (``hf://`` and
-http(s), streamed: :mod:`voxforge.loaders.remote`). Shards, not samples, are divided among
-``world_size x num_workers`` readers, so each sample is read exactly once per epoch; keep at least that
-many shards (``pipeline run --shard-size``). ``ViewBatcher`` is the collate function: it draws one view
+``ShardDataset`` yields decoded sample dicts (numpy) from local shards or remote ones (``s3://``,
+``gs://``, ``hf://``, http(s), ...; streamed: :mod:`voxforge.loaders.remote`). Shards are divided among
+``world_size x num_workers`` readers, so each sample is read exactly once per epoch; with fewer shards
+than readers, samples are divided instead (``pipeline run --min-shards`` writes enough shards to avoid
+reading them several times). ``ViewBatcher`` is the collate function: it draws one view
 count per batch (3D-R2N2 trains on 1..5 views), a random subset of views per object, re-composites
 backgrounds from the stored alpha, augments, and returns tensors.
 
@@ -15,11 +16,10 @@ colour changes, normalization and CHW copy happen in one compiled pass (:mod:`vo
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 from voxforge.loaders import format as fmt
 from voxforge.loaders.augment import compose_view
 from voxforge.loaders.augment import warm_up as augment_warm_up
-from voxforge.loaders.dataset import decode_sample, plain_background_of  # noqa: F401 (re-exported)
+from voxforge.loaders.dataset import (  # noqa: F401 (plain_background_of, resolve_shards re-exported)
+    decode_sample, iter_any_shard, plain_background_of, resolve_shards,
+)
 from voxforge.loaders.png import warm_up as png_warm_up
-from voxforge.loaders.remote import is_remote, iter_remote_shard, resolve_remote_shards
-from voxforge.loaders.shards import iter_shard, shard_paths
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +45,6 @@ PCA_EIGENVECTORS = np.array(
 )
 
 
-def resolve_shards(source: str | Path | Sequence[str | Path], split: str | None = None) -> list[Path | str]:
-    """Shards from a dataset folder (optionally one split), a glob, a list, or a remote location
-    (``hf://datasets/OWNER/NAME[/path]``, http(s) URLs with ``{000..009}`` ranges: see
-    :mod:`voxforge.loaders.remote`). Local shards come back as paths, remote ones as URLs."""
-    if isinstance(source, (list, tuple)):
-        return [p if is_remote(p) else Path(p) for p in source]
-    if is_remote(source):
-        return resolve_remote_shards(source, split)
-    source = str(source)
-    if os.path.isdir(source):
-        splits = (split,) if split else fmt.SPLITS
-        return [p for s in splits for p in shard_paths(Path(source) / s)]
-    matches = sorted(Path(p) for p in glob.glob(source))
-    if not matches:
-        raise FileNotFoundError(f"no shards match {source}")
-    return matches
-
-
 def _rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -70,7 +52,14 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 class ShardDataset(IterableDataset):
-    """Decoded samples from shards, each shard read by exactly one (rank, worker) reader per epoch."""
+    """Decoded samples from shards; each sample read by exactly one (rank, worker) reader per epoch.
+
+    Shards are divided among the ``world_size x num_workers`` readers. When there are fewer shards than
+    readers, every reader streams every shard and keeps every ``readers``-th sample instead, so small
+    datasets still give each reader its share (at the price of reading the shards several times). A
+    reader that would get no sample at all (fewer samples than readers) stops with a clear error
+    rather than leaving its rank waiting forever.
+    """
 
     def __init__(self, source, split: str | None = None, shuffle_buffer: int = 0, seed: int = 0,
                  max_views: int | None = None) -> None:
@@ -89,36 +78,54 @@ class ShardDataset(IterableDataset):
         """Call before each epoch: shard order and the shuffle buffer are seeded by (seed, epoch)."""
         self.epoch = epoch
 
-    def my_shards(self) -> list[Path | str]:
+    @staticmethod
+    def reader() -> tuple[int, int]:
+        """(this reader's number, number of readers) over ranks x DataLoader workers."""
         rank, world = _rank_and_world()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        readers = world * workers
-        if len(self.shards) < readers:
-            log.warning("%d shards for %d readers (ranks x workers): some readers get none", len(self.shards), readers)
+        return rank * workers + worker, world * workers
+
+    def my_shards(self) -> list[Path | str]:
+        """The shards this reader streams this epoch (all of them when there are fewer than readers)."""
+        reader, readers = self.reader()
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.shards)) \
             if self.shuffle_buffer else np.arange(len(self.shards))
-        return [self.shards[i] for i in order[rank * workers + worker :: readers]]
+        if len(self.shards) < readers:
+            return [self.shards[i] for i in order]
+        return [self.shards[i] for i in order[reader::readers]]
+
+    def _my_samples(self) -> Iterator[dict[str, bytes]]:
+        reader, readers = self.reader()
+        by_sample = len(self.shards) < readers
+        position = 0
+        for shard in self.my_shards():
+            for _, members in iter_any_shard(shard):
+                if not by_sample or position % readers == reader:
+                    yield members
+                position += 1
+        if by_sample and position <= reader:
+            raise ValueError(f"{position} samples for {readers} readers (ranks x DataLoader workers): reader "
+                             f"{reader} gets none. Use fewer ranks or DataLoader workers, or a larger dataset")
 
     def __iter__(self) -> Iterator[dict]:
         rank, _ = _rank_and_world()
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, self.epoch, rank, info.id if info else 0])
         buffer: list[dict] = []
-        for shard in self.my_shards():
-            for _, members in (iter_remote_shard(shard) if is_remote(shard) else iter_shard(shard)):
-                meta = json.loads(members[fmt.META])
-                views = None
-                if self.max_views is not None:
-                    available = meta["views"]
-                    views = sorted(rng.choice(available, size=min(self.max_views, available), replace=False))
-                sample = decode_sample(members, views, meta)
-                if self.shuffle_buffer <= 1:
-                    yield sample
-                    continue
-                buffer.append(sample)
-                if len(buffer) >= self.shuffle_buffer:
-                    yield buffer.pop(int(rng.integers(len(buffer))))
+        for members in self._my_samples():
+            meta = json.loads(members[fmt.META])
+            views = None
+            if self.max_views is not None:
+                available = meta["views"]
+                views = sorted(rng.choice(available, size=min(self.max_views, available), replace=False))
+            sample = decode_sample(members, views, meta)
+            if self.shuffle_buffer <= 1:
+                yield sample
+                continue
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                yield buffer.pop(int(rng.integers(len(buffer))))
         rng.shuffle(buffer)
         yield from buffer
 

@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backgrounds", help="folder of background photos, e.g. VOC2007/JPEGImages")
     run.add_argument("--background-color", type=_csv(int), default=[255, 255, 255],
                      help="plain background R,G,B when no photos are given (default 255,255,255)")
-    run.add_argument("--out", help="output folder (default data/<source>)")
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel render workers (default: CPUs)")
+    run.add_argument("--out", help="output folder or URL: a local path, s3://bucket/path, gs://..., az://... "
+                     "(object stores need the s3, gcs or azure extra; default data/<source>)")
+    run.add_argument("--workers", type=int, help="parallel render workers (default: this machine's CPUs; with "
+                     "--address, every CPU of the cluster)")
     run.add_argument("--seed", type=int, default=0, help="seed for cameras, lights, backgrounds, points")
     run.add_argument("--address", help="Ray cluster address to join (default: start Ray on this machine)")
     run.add_argument("--renderer", default="pyrender", help="renderer backend: pyrender (default), blender (Cycles), "
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--supersample", type=int, default=2,
                      help="anti-aliasing: render NxN larger and average (default 2; 1 = off, fastest)")
     run.add_argument("--splits", type=_csv(float), default=[0.8, 0.1, 0.1], help="train,val,test ratios")
-    run.add_argument("--shard-size", type=int, default=64, help="objects per shard (default 64)")
+    run.add_argument("--shard-size", type=int, default=64, help="objects per shard, at most (default 64)")
+    run.add_argument("--min-shards", type=int, default=8, help="fewer objects per shard where a split would "
+                     "otherwise have fewer than this many shards, so training readers (ranks x loader workers) "
+                     "each get their own (default 8)")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds one object may take (default 300)")
     run.add_argument("--recycle-after", type=int, help="replace a worker after N objects (default: the renderer's, "
                      "200 for blender, never for pyrender; 0 = never)")
@@ -108,11 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fetch URLs starting with PREFIX from URL instead (repeatable; the Hub uses HF_ENDPOINT)")
 
     inspect = commands.add_parser("inspect", help="counts, failures and a contact-sheet PNG of a dataset")
-    inspect.add_argument("dataset", help="dataset folder")
-    inspect.add_argument("--sheet", help="contact sheet path (default DATASET/contact_sheet.png)")
+    inspect.add_argument("dataset", help="dataset folder or URL (s3://..., gs://..., hf://datasets/...)")
+    inspect.add_argument("--sheet", help="contact sheet path (default DATASET/contact_sheet.png; for a URL, "
+                         "NAME-contact_sheet.png here)")
     inspect.add_argument("--samples", type=int, default=8, help="samples on the contact sheet")
     export = commands.add_parser("export", help="write a dataset in another layout (3D-R2N2 / Pix2Vox, Parquet)")
-    export.add_argument("dataset", help="voxforge dataset folder")
+    export.add_argument("dataset", help="voxforge dataset folder or URL")
     export.add_argument("--layout", choices=("r2n2", "parquet", "softras"), default="r2n2",
                         help="r2n2: the 3D-R2N2 folders (default); parquet: one row per object; softras: SoftRas/NMR "
                         "<synset>_<split>_{images,voxels}.npz (a dataset made with --preset softras)")
@@ -275,9 +281,10 @@ def _run(args) -> int:
         limit=limit, views=args.views, size=args.size, resolution=args.resolution, fill=args.fill,
         voxel_surface=args.voxel_surface, wireframe=args.wireframe,
         points=args.points, even_points=args.even_points, backgrounds=args.backgrounds, background_color=tuple(args.background_color),
-        out=args.out or os.path.join("data", args.source), workers=args.workers, seed=args.seed,
+        out=args.out or os.path.join("data", args.source), workers=args.workers if args.workers is not None else (0 if args.address else os.cpu_count() or 1),
+        seed=args.seed,
         address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),
-        shard_size=args.shard_size, timeout=args.timeout, retry_failed=args.retry_failed,
+        shard_size=args.shard_size, min_shards=args.min_shards, timeout=args.timeout, retry_failed=args.retry_failed,
         recycle_after=args.recycle_after, worker_memory_gb=args.worker_memory_gb,
         save_depth=args.save_depth, progress=not args.no_progress, **_download_options(args),
         camera_layout=args.camera_layout, azimuth=tuple(args.azimuth), elevation=tuple(args.elevation),
@@ -303,9 +310,13 @@ def _run(args) -> int:
 def _inspect(args) -> int:
     from voxforge.pipeline.inspection import contact_sheet, summarize
 
+    from voxforge.storage import is_url
+
+    default_sheet = os.path.join(args.dataset, "contact_sheet.png") if not is_url(args.dataset) else \
+        f"{args.dataset.rstrip('/').rsplit('/', 1)[-1]}-contact_sheet.png"  # a remote dataset is not written to
     try:
         print(summarize(args.dataset))
-        sheet = contact_sheet(args.dataset, args.sheet or os.path.join(args.dataset, "contact_sheet.png"), args.samples)
+        sheet = contact_sheet(args.dataset, args.sheet or default_sheet, args.samples)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

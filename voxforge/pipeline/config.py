@@ -44,13 +44,14 @@ class RunConfig:
     backgrounds: str | None = None  # folder of photos (PASCAL VOC JPEGImages)
     background_color: tuple[int, int, int] = (255, 255, 255)
     out: str = "data/dataset"
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0 with an address: every CPU of the cluster
     seed: int = 0
     address: str | None = None  # Ray cluster address; None = start Ray on this machine
     renderer: str = "pyrender"
     supersample: int = 2  # render NxN larger and average: anti-aliased edges (1 = off, fastest)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    shard_size: int = 64  # objects per shard
+    shard_size: int = 64  # objects per shard (at most)
+    min_shards: int = 8  # ... fewer per shard where a split would otherwise get fewer shards (training readers)
     timeout: float = 300.0  # seconds one object may take in a worker before it is failed
     max_attempts: int = 2  # a worker crash/time-out on the same object this often -> failed
     recycle_after: int | None = None  # replace a worker after this many objects (None: renderer's default, 0: never)
@@ -95,9 +96,10 @@ class RunConfig:
             (self.fill in ("carve", "carve-dilated", "flood", "none"), "--fill must be carve, carve-dilated, flood or none"),
             (self.voxel_surface in ("raster", "exact"), "--voxel-surface must be raster or exact"),
             (self.points >= 1, "--points must be at least 1"),
-            (self.workers >= 1, "--workers must be at least 1"),
+            (self.workers >= 1 or (self.workers == 0 and self.address), "--workers must be at least 1"),
             (1 <= self.supersample <= 4, "--supersample must be in 1..4"),
             (self.shard_size >= 1, "--shard-size must be at least 1"),
+            (self.min_shards >= 1, "--min-shards must be at least 1"),
             (self.recycle_after is None or self.recycle_after >= 0, "--recycle-after must be at least 0"),
             (self.worker_memory_gb is None or self.worker_memory_gb >= 0, "--worker-memory-gb must be at least 0"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),

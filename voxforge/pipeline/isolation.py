@@ -1,18 +1,20 @@
-"""Surviving objects that crash or hang a worker, with Ray's own actor restarts.
+"""Surviving objects that crash or hang a worker, with Ray's own actor restarts, inside shard tasks.
 
-Before a worker starts an object it records an attempt in a marker file under the output folder; a
-watchdog thread kills the worker process when the object overruns its time limit. If the process
-dies (segfault in a GL driver, time-out, out of memory), Ray restarts the actor and retries the task;
-the restarted worker finds the marker and, once the object has used up its attempts, reports it as
-failed with the reason instead of trying again. Markers carry the run's token, so those left by an
-earlier, killed run never count. A renderer with a log of its own (Blender's output) names it in the
-marker, and the end of that log is kept in the reason: the backend's own words about the crash or hang.
+A shard task renders its objects one after another in one worker process. Before each object the
+worker records, in the task's marker file under the output (``.voxforge/attempts/<run>/``, on any
+filesystem or object store, so a task retried on another node finds it), which object it is on; a
+watchdog thread kills the process when the object overruns its time limit. If the process dies
+(segfault in a GL driver, time-out, out of memory), Ray restarts the actor and retries the task; the
+retried task reads the marker, counts a crash against the object that was running, and skips any
+object that has used up its attempts, recording it as failed with the reason. Other objects of the
+shard are made again, and the shard is written whole. Markers live under the run's token, so those
+of an earlier, killed run never count. A renderer with a log of its own (Blender's output) names it
+in the marker, and the end of that log is kept in the reason: the backend's own words about the crash.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 TIMEOUT_EXIT_CODE = 75
+ATTEMPTS_DIR = ".voxforge/attempts"
 LOG_TAIL_CHARS = 1500
 MODULE_LIST = re.compile(r"Extension modules:|(?:[\w.]+, ){8,}")
 CRASH_DUMP = re.compile(r"^PC: @|\*\*\* SIG[A-Z]+ received|^Fatal Python error|^Stack \(most recent call first\)")
@@ -60,69 +63,82 @@ def with_log(reason: str, path: str | None) -> str:
 
 
 class AttemptGuard:
-    def __init__(self, directory: str | Path, run_token: str, max_attempts: int, timeout_s: float) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.run_token = run_token
+    """One per worker process: the marker of the shard task in hand, and the watchdog of its objects.
+
+    ``where``: the run's output location; ``max_attempts``: crashes or time-outs of one object before it
+    is failed; ``timeout_s``: seconds an object may take.
+    """
+
+    def __init__(self, where, run_token: str, max_attempts: int, timeout_s: float) -> None:
+        self.where = where
+        self.folder = f"{ATTEMPTS_DIR}/{run_token}"
         self.max_attempts = max_attempts
         self.timeout_s = timeout_s
+        self._marker: str | None = None
+        self._state: dict = {}
         self._deadline: float | None = None
-        self._current: Path | None = None
         self._lock = threading.Lock()
         threading.Thread(target=self._watch, daemon=True, name="voxforge-watchdog").start()
 
-    def _marker(self, object_id: str) -> Path:
-        return self.directory / (hashlib.sha1(object_id.encode()).hexdigest() + ".json")
-
-    def _read(self, marker: Path) -> dict:
+    def start_task(self, task_key: str, log: str | None = None) -> None:
+        """Begin (or, after a crash, resume) the task ``task_key``: a crash during its last object counts."""
+        self._marker = f"{self.folder}/{task_key}.json"
         try:
-            data = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if data.get("run") == self.run_token else {}
+            state = json.loads(self.where.read_bytes(self._marker))
+        except (FileNotFoundError, ValueError):
+            state = {}
+        crashes, reasons = state.get("crashes", {}), state.get("reasons", {})
+        victim = state.get("current")
+        if victim:  # the process died while this object was being made
+            crashes[victim] = crashes.get(victim, 0) + 1
+            reasons[victim] = state.get("reason") or with_log(
+                "the worker process died while processing it (crash or out of memory)", state.get("log"))
+        self._state = {"crashes": crashes, "reasons": reasons, "current": None, "reason": "",
+                       "log": str(log) if log else ""}
 
-    def begin(self, object_id: str, log: str | None = None) -> str | None:
-        """Start an attempt; returns the failure reason instead when the object has no attempts left.
-
-        ``log``: a file the renderer writes its backend's output to (kept in the reason on a crash).
-        """
-        marker = self._marker(object_id)
-        previous = self._read(marker)
-        attempts = int(previous.get("attempts", 0))
-        if attempts >= self.max_attempts:
-            marker.unlink(missing_ok=True)
-            reason = previous.get("reason") or with_log(
-                "the worker process died while processing it (crash or out of memory)", previous.get("log"))
-            return f"{reason}; gave up after {attempts} attempt(s)"
-        self._write(marker, {"run": self.run_token, "object_id": object_id, "attempts": attempts + 1, "reason": "",
-                             "log": str(log) if log else ""})
+    def begin(self, object_id: str) -> str | None:
+        """Start an attempt; returns the failure reason instead when the object has no attempts left."""
+        crashes = self._state["crashes"].get(object_id, 0)
+        if crashes >= self.max_attempts:
+            return f"{self._state['reasons'].get(object_id, 'the worker died')}; gave up after {crashes} attempt(s)"
+        self._state.update(current=object_id, reason="")
+        self._write()
+        log = self._state["log"]
         if log:  # from here on the renderer's log is about this object only
             with contextlib.suppress(OSError):
                 Path(log).write_bytes(b"")
         with self._lock:
-            self._current, self._deadline = marker, time.monotonic() + self.timeout_s
+            self._deadline = time.monotonic() + self.timeout_s
         return None
 
-    def end(self, object_id: str) -> None:
+    def end(self) -> None:
+        """The object is done (made or failed in an orderly way): its deadline no longer applies."""
         with self._lock:
-            self._current, self._deadline = None, None
-        self._marker(object_id).unlink(missing_ok=True)
+            self._deadline = None
 
-    @staticmethod
-    def _write(marker: Path, data: dict) -> None:
-        temporary = marker.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data))
-        os.replace(temporary, marker)
+    def between(self) -> None:
+        """Record that no object is in progress (before the shard is written): a death now blames nobody."""
+        if self._state.get("current"):
+            self._state["current"] = None
+            self._write()
+
+    def finish_task(self) -> None:
+        """The shard is committed: its marker is no longer needed."""
+        if self._marker:
+            self.where.remove(self._marker)
+        self._marker, self._state = None, {}
+
+    def _write(self) -> None:
+        self.where.write_bytes(self._marker, json.dumps(self._state).encode())
 
     def _watch(self) -> None:
         while True:
             time.sleep(0.25)
             with self._lock:
                 overdue = self._deadline is not None and time.monotonic() > self._deadline
-                marker = self._current
-            if overdue and marker is not None:
-                data = self._read(marker)
-                data["reason"] = with_log(f"timed out: took longer than {self.timeout_s:g} s (renderer hung?)",
-                                          data.get("log"))
-                self._write(marker, data)
+            if overdue and self._state.get("current"):
+                self._state["reason"] = with_log(
+                    f"timed out: took longer than {self.timeout_s:g} s (renderer hung?)", self._state.get("log"))
+                with contextlib.suppress(Exception):
+                    self._write()
                 os._exit(TIMEOUT_EXIT_CODE)  # Ray restarts the actor and retries the task

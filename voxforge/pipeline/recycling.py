@@ -1,7 +1,7 @@
 """Replacing a long-lived worker before it degrades, with the same Ray actor restart that isolates crashes.
 
 Blender slows down and grows in memory over hundreds of objects (3D-R2N2's renderer rebuilt its process
-pool every 200 models). Between two objects, once the worker has done ``after_objects`` or its resident
+pool every 200 models). Between two shard tasks, once the worker has done ``after_objects`` or its resident
 memory is above ``memory_limit_bytes``, it ends its own process. No attempt marker is open at that
 moment, so nothing is counted against any object: Ray restarts the actor (``max_restarts=-1``) and
 retries the task it was handed, which the fresh process then renders.
@@ -9,12 +9,12 @@ retries the task it was handed, which the fresh process then renders.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import socket
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 RECYCLE_EXIT_CODE = 76
 
@@ -33,10 +33,11 @@ def resident_memory_bytes() -> int:
 class WorkerRecycler:
     """Counts the objects of this process and says when it should be replaced (0 = no limit)."""
 
-    def __init__(self, after_objects: int = 0, memory_limit_bytes: int = 0, journal: str | Path | None = None) -> None:
+    def __init__(self, after_objects: int = 0, memory_limit_bytes: int = 0,
+                 journal: Callable[[dict], None] | None = None) -> None:
         self.after_objects = after_objects
         self.memory_limit_bytes = memory_limit_bytes
-        self.journal = Path(journal) if journal else None  # one JSON line per replaced worker
+        self.journal = journal  # called with one entry per replaced worker
         self.objects = 0
 
     def object_done(self) -> None:
@@ -60,11 +61,10 @@ class WorkerRecycler:
             return
         print(f"voxforge: replacing worker {os.getpid()}: {reason}", file=sys.stderr, flush=True)
         if self.journal is not None:
-            entry = {"pid": os.getpid(), "objects": self.objects, "resident_bytes": resident_memory_bytes(),
-                     "reason": reason, "time": time.time()}
+            entry = {"pid": os.getpid(), "host": socket.gethostname(), "objects": self.objects,
+                     "resident_bytes": resident_memory_bytes(), "reason": reason, "time": time.time()}
             try:
-                with open(self.journal, "a") as handle:
-                    handle.write(json.dumps(entry) + "\n")
-            except OSError:
-                pass  # the journal is informative; recycling must not depend on it
+                self.journal(entry)
+            except Exception:  # noqa: BLE001 (the journal is informative; recycling must not depend on it)
+                pass
         os._exit(RECYCLE_EXIT_CODE)

@@ -1,53 +1,57 @@
-"""A pipeline run: select records, skip finished ones, stream them through Ray, write shards.
+"""A pipeline run: select records, plan shard tasks, run them on Ray, merge what they committed.
 
-The driver builds one Ray Data pipeline (records -> ObjectWorker actor pool) and consumes its output
-as a stream, appending each finished sample to the shard of its split. Only the driver writes, so
-shard numbering, the manifest and ``dataset.json`` need no coordination; workers do all the heavy
-work (loading, rendering, voxelizing, PNG encoding).
+The driver turns the selection into shard tasks (:mod:`voxforge.pipeline.plan`), skipping objects
+that committed shards already hold, and runs them on a Ray Data actor pool of
+:class:`voxforge.pipeline.worker.ShardWorker`. Each worker writes its shard and the shard's manifest
+straight to the output (a local folder or any fsspec URL); the driver receives one small summary per
+shard, then merges the shard manifests into ``manifest.jsonl`` and ``dataset.json``.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
 import platform
-import shutil
+import posixpath
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from voxforge import __version__
 from voxforge.loaders import format as fmt
-from voxforge.loaders.shards import ShardWriter, remove_partial_shards
+from voxforge.loaders.shards import remove_partial_shards
 from voxforge.pipeline.config import SAMPLE_DEFINING, RunConfig
-from voxforge.pipeline.manifest import Manifest, manifest_row, recover_orphan_shards
+from voxforge.pipeline.isolation import ATTEMPTS_DIR
+from voxforge.pipeline.lease import OutputBusyError, hold_output
+from voxforge.pipeline.manifest import MergedCounts, merge_manifests
+from voxforge.pipeline.plan import plan_shards
 from voxforge.pipeline.sources import SourceError, create_source
 from voxforge.pipeline.splits import SPLITS, assign_split
+from voxforge.storage import NOT_WRITABLE, Location, StorageError, location, scheme_of, writable_location
 
 log = logging.getLogger("voxforge")
 ATTRIBUTION_FILE = "attribution.csv"  # id, author, licence, source URL of downloaded objects
+FAILURES_SHOWN = 20
 
 
 class RunError(RuntimeError):
-    """The run cannot start or go on (bad output folder, incompatible resume, full disk)."""
+    """The run cannot start or go on (bad output, incompatible resume, output busy, writes refused)."""
 
 
 @dataclass
 class RunSummary:
-    out: Path
+    out: str
     selected: int = 0
     skipped: int = 0
     ok: int = 0
     failed: int = 0
+    shards: int = 0
     seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # the first few, with reasons
 
     def report(self) -> str:
         rate = self.ok / self.seconds if self.seconds > 0 else 0.0
@@ -55,41 +59,30 @@ class RunSummary:
             f"done: {self.ok} ok, {self.failed} failed, {self.skipped} already done "
             f"({self.selected} selected) in {self.seconds:.1f} s, {rate:.2f} objects/s",
         ]
-        for object_id, reason in self.failures[:20]:
+        for object_id, reason in self.failures[:FAILURES_SHOWN]:
             lines.append(f"  failed {object_id}: {reason}")
-        if len(self.failures) > 20:
-            lines.append(f"  ... and {len(self.failures) - 20} more failures (see manifest.jsonl)")
-        lines.append(f"dataset: {self.out.resolve()}")
+        if self.failed > FAILURES_SHOWN:
+            lines.append(f"  ... and {self.failed - FAILURES_SHOWN} more failures (see manifest.jsonl)")
+        lines.append(f"dataset: {self.out}")
         return "\n".join(lines)
 
 
-def _prepare_output(out: Path) -> Path:
-    """Create the output folder and prove it is writable before any work starts."""
+def output_location(out: str) -> Location:
+    """Check ``--out`` names a place a run can write to, before anything else happens (no write yet)."""
+    scheme = scheme_of(out)
+    if scheme in NOT_WRITABLE:
+        raise RunError(f"--out {out}: cannot hold a pipeline run's output ({NOT_WRITABLE[scheme]})")
     try:
-        (out / fmt.WORK_DIR).mkdir(parents=True, exist_ok=True)
-        probe = out / fmt.WORK_DIR / "write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise RunError(f"--out {out}: cannot write there ({error.strerror or error})") from error
-    return out
+        return location(out)
+    except StorageError as error:
+        raise RunError(str(error)) from None
 
 
-def _lock(out: Path):
-    handle = open(out / fmt.WORK_DIR / "lock", "w")
+def _check_resume_compatible(where: Location, config: RunConfig) -> None:
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        handle.close()
-        raise RunError(f"another run is writing to {out}; wait for it or choose another --out") from error
-    return handle
-
-
-def _check_resume_compatible(out: Path, config: RunConfig) -> None:
-    info_path = out / fmt.DATASET_FILE
-    if not info_path.exists():
+        previous = json.loads(where.read_text(fmt.DATASET_FILE)).get("config", {})
+    except FileNotFoundError:
         return
-    previous = json.loads(info_path.read_text()).get("config", {})
     current = RunConfig.from_dict(config.as_dict()).as_dict()
     changed = [
         name for name in SAMPLE_DEFINING
@@ -97,7 +90,7 @@ def _check_resume_compatible(out: Path, config: RunConfig) -> None:
     ]
     if changed:
         details = ", ".join(f"{n}: {previous[n]!r} -> {current[n]!r}" for n in changed)
-        raise RunError(f"{out} holds a dataset made with other settings ({details}); use another --out")
+        raise RunError(f"{where.url} holds a dataset made with other settings ({details}); use another --out")
 
 
 def software_versions() -> dict[str, str]:
@@ -112,51 +105,31 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def write_dataset_info(out: Path, config: RunConfig, manifest: Manifest) -> dict:
-    """``dataset.json``: format version, the full config, counts, software versions (atomic write)."""
-    rows = manifest.rows().values()
-    ok = [r for r in rows if r["status"] == "ok"]
-    counts = {
-        "objects": len(ok),
-        "failed": sum(r["status"] == "failed" for r in rows),
-        "per_split": {s: sum(r["split"] == s for r in ok) for s in SPLITS},
-        "per_category": dict(sorted(Counter(r["category"] for r in ok).items())),
-        "shards": {s: sorted({r["shard"] for r in ok if r["split"] == s}) for s in SPLITS},
-    }
+def write_dataset_info(where: Location, config: RunConfig) -> MergedCounts:
+    """Merge the committed shard manifests into ``manifest.jsonl`` (and ``attribution.csv``), then write
+    ``dataset.json``: format version, the full config, counts, software versions. Returns the counts,
+    with the state a resume needs."""
+    counts = merge_manifests(where, ATTRIBUTION_FILE)
     info = {
         "format_version": fmt.FORMAT_VERSION,
-        "name": out.name,
+        "name": posixpath.basename(where.url.rstrip("/")),
         "frame": "object frame: bbox centred at origin, unit diagonal, +Y up; cameras OpenCV (see docs/FORMAT.md)",
         "config": config.as_dict(),
-        "counts": counts,
-        "licenses": dict(sorted(Counter(r.get("license", "") for r in ok).items())),
-        "attribution": write_attribution(out, ok),
+        "counts": {
+            "objects": counts.objects,
+            "failed": counts.failed,
+            "per_split": {s: counts.per_split[s] for s in SPLITS},
+            "per_category": dict(sorted(counts.per_category.items())),
+            "shards": counts.shards,
+        },
+        "licenses": dict(sorted(counts.licenses.items())),
+        "attribution": {"file": ATTRIBUTION_FILE, "objects": counts.credited, "authors": len(counts.authors)}
+        if counts.credited else None,
         "software": software_versions(),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    temporary = out / (fmt.DATASET_FILE + ".partial")
-    temporary.write_text(json.dumps(info, indent=2, sort_keys=True))
-    os.replace(temporary, out / fmt.DATASET_FILE)
-    return info
-
-
-def write_attribution(out: Path, ok_rows: list[dict]) -> dict | None:
-    """``attribution.csv`` (id, author, licence, source URL) of the objects that carry one (downloads)."""
-    import csv
-    import io
-
-    credited = sorted((r for r in ok_rows if r.get("source_url")), key=lambda r: r["id"])
-    if not credited:
-        return None
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["id", "author", "license", "source_url"])
-    writer.writerows([r["id"], r.get("author", ""), r.get("license", ""), r["source_url"]] for r in credited)
-    temporary = out / (ATTRIBUTION_FILE + ".partial")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, out / ATTRIBUTION_FILE)
-    return {"file": ATTRIBUTION_FILE, "objects": len(credited),
-            "authors": len({r.get("author", "") for r in credited if r.get("author")})}
+    where.write_text(fmt.DATASET_FILE, json.dumps(info, indent=2, sort_keys=True))
+    return counts
 
 
 def check_renderer(config: RunConfig) -> None:
@@ -192,7 +165,7 @@ def init_ray(config: RunConfig) -> None:
             ray.init(num_cpus=config.workers, _temp_dir=temp_dir, **quiet)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    context.execution_options.preserve_order = True  # same inputs -> same shards
+    context.execution_options.preserve_order = False  # shard numbers come from the plan, not the order of results
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
@@ -206,136 +179,111 @@ def report_selection(source, records) -> None:
 
 
 def run(config: RunConfig) -> RunSummary:
+    """Build (or resume) the dataset ``config`` describes; raises RunError, SourceError, ValueError for
+    problems a user can fix, before any work where they can be known then."""
     config.validate()
-    out = Path(config.out)
+    output_location(config.out)  # an unusable --out fails before the (possibly long) selection
     source = create_source(config.source, path=config.path, category_map=config.category_map, seed=config.seed,
                            config=config)
     records = source.select(config.categories, config.limit)
     if not records:
         raise SourceError(f"source {config.source!r} has no objects for categories {config.categories or 'all'}")
     report_selection(source, records)
-    _prepare_output(out)
-    lock = _lock(out)
     try:
-        _check_resume_compatible(out, config)
-        return _run_locked(config, out, records)
+        where = writable_location(config.out)
+        lock = hold_output(where)
+    except (StorageError, OutputBusyError) as error:
+        raise RunError(str(error)) from None
+    config = replace(config, out=where.url)  # workers on any node get the same absolute place
+    try:
+        _check_resume_compatible(where, config)
+        return _run_locked(config, where, records, lock)
     finally:
-        lock.close()
+        lock.release()
 
 
-def add_fetch_stage(dataset, config: RunConfig, out: Path, run_token: str, count: int):
-    """Downloads as one Ray actor that holds no CPU (the render actors hold them all) running ``--downloads``
-    calls at once in threads, streaming into the render actors; at most ``2 x workers + downloads``
-    fetched objects wait on disk (``StagingGate``)."""
-    import ray.data
-
-    from voxforge.pipeline.fetch_stage import Downloader, staging_dir
-
-    shutil.rmtree(staging_dir(out, run_token).parent, ignore_errors=True)  # slots a killed run never freed
-    calls = min(config.downloads, count)
-    return dataset.map_batches(
-        Downloader,
-        fn_constructor_kwargs={"out": str(out), "run_token": run_token,
-                               "staged_limit": 2 * config.workers + config.downloads, "keep_meshes": config.keep_meshes},
-        batch_size=1,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=calls, enable_true_multi_threading=True,
-                                           max_tasks_in_flight_per_actor=2 * calls),
-        num_cpus=0,
-    )
+def _remove_leftovers(where: Location) -> None:
+    """What killed runs left: half-written shards (local folders) and attempt markers."""
+    if where.is_local:
+        for folder in ["", fmt.WORK_DIR, *SPLITS, *(f"{fmt.SHARD_MANIFESTS}/{split}" for split in SPLITS)]:
+            remove_partial_shards(where.local_path(folder))
+    remove_attempt_markers(where)
 
 
-def _run_locked(config: RunConfig, out: Path, records) -> RunSummary:
+def remove_attempt_markers(where: Location) -> None:
+    try:
+        where.fs.rm(where.path(ATTEMPTS_DIR), recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def _run_locked(config: RunConfig, where: Location, records, lock) -> RunSummary:
     started = time.perf_counter()
-    manifest = Manifest(out)
-    for split in SPLITS:
-        remove_partial_shards(out / split)
-    if recovered := recover_orphan_shards(manifest):
-        log.warning("restored %d manifest rows from shards a killed run had finished", recovered)
-    finished = {
-        object_id for object_id, row in manifest.rows().items()
-        if row["status"] == "ok" or not config.retry_failed
-    }
-    todo = [r for r in records if r.object_id not in finished]
-    summary = RunSummary(out=out, selected=len(records), skipped=len(records) - len(todo))
-    write_dataset_info(out, config, manifest)
-    if not todo:
+    _remove_leftovers(where)
+    try:
+        committed = write_dataset_info(where, config).state
+    except OSError as error:
+        raise RunError(f"cannot write to {where.url}: {error}") from None
+    split_ratios = config.split_ratios
+    plan = plan_shards(records, lambda r: r.split or assign_split(r.object_id, split_ratios),
+                       committed.finished(config.retry_failed), committed.taken, config.shard_size, config.min_shards)
+    summary = RunSummary(out=where.url, selected=len(records), skipped=plan.skipped)
+    if not plan.tasks:
         summary.seconds = time.perf_counter() - started
         return summary
     if not config.address:  # on a cluster the driver's node may have no GL; workers report per object
         check_renderer(config)
-    print(f"{len(todo)} objects to process ({summary.skipped} already done) with {config.workers} workers",
-          file=sys.stderr)
     init_ray(config)
-    import ray
+    import ray.data
 
-    from voxforge.pipeline.stages import ObjectWorker, unpack_members
+    workers = config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    where_workers = f" on the cluster at {config.address}" if config.address else ""
+    print(f"{plan.objects} objects to process ({summary.skipped} already done) in {len(plan.tasks)} shards "
+          f"with {workers} workers{where_workers}", file=sys.stderr)
 
-    run_token = uuid.uuid4().hex
-    rows = [{"record": json.dumps(r.to_row()), "split": r.split or assign_split(r.object_id, config.split_ratios)}
-            for r in todo]
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    if any(r.fetch for r in todo):
-        dataset = add_fetch_stage(dataset, config, out, run_token, len(rows))
+    from voxforge.pipeline.worker import ShardWorker
+
+    dataset = ray.data.from_items([task.to_row() for task in plan.tasks], override_num_blocks=len(plan.tasks))
     dataset = dataset.map_batches(
-        ObjectWorker,
-        fn_constructor_kwargs={"config": config.as_dict(), "run_token": run_token},
+        ShardWorker,
+        fn_constructor_kwargs={"config": config.as_dict(), "run_token": uuid.uuid4().hex},
         batch_size=1,
         batch_format="numpy",
-        concurrency=min(config.workers, len(rows)),
+        concurrency=min(workers, len(plan.tasks)),
         num_cpus=1,
     )
-    writers = {split: ShardWriter(out / split, config.shard_size) for split in SPLITS}
-    pending: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    meta_by_id = {r.object_id: r for r in todo}
-
-    def record_commit(split: str, committed) -> None:
-        if committed:
-            shard_name, _ = committed
-            for row in pending[split]:
-                row["shard"] = f"{split}/{shard_name}"
-            manifest.append(pending[split])
-            pending[split] = []
-
     from tqdm import tqdm
 
-    progress = tqdm(total=len(todo), unit="obj", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+    progress = tqdm(total=plan.objects, unit="obj", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+    unwritten: list[str] = []
     try:
         for row in dataset.iter_rows():
-            record = meta_by_id[row["object_id"]]
-            base = {"id": record.object_id, "category": record.category, "source": record.source,
-                    "split": row["split"], "license": record.license, "extra": record.extra}
-            if row["status"] == "ok":
-                split = row["split"]
-                pending[split].append(manifest_row(base, "ok", key=row["key"]))
-                record_commit(split, writers[split].add(row["key"], unpack_members(row["members"])))
-                summary.ok += 1
-            else:
-                manifest.append([manifest_row(base, "failed", error=row["error"])])
-                summary.failed += 1
-                summary.failures.append((record.object_id, row["error"]))
-                log.warning("failed %s: %s", record.object_id, row["error"])
-            progress.update(1)
+            shard = json.loads(row["summary"])
+            if shard["error"]:
+                unwritten.append(shard["error"])
+                break  # the store refuses writes: stop here, keep what is committed
+            summary.shards += 1
+            summary.ok += shard["ok"]
+            summary.failed += shard["failed"]
+            for object_id, reason in shard["failures"]:
+                if len(summary.failures) < FAILURES_SHOWN:
+                    summary.failures.append((object_id, reason))
+                log.warning("failed %s: %s", object_id, reason)
+            progress.update(shard["objects"])
             progress.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
-        for split in SPLITS:
-            record_commit(split, writers[split].commit())
-    except OSError as error:
-        for writer in writers.values():
-            writer.abort()
-        if error.errno == errno.ENOSPC:
-            raise RunError(f"disk full while writing to {out}: free space, then run the same command to resume "
-                           f"({summary.ok} objects were safely written)") from error
-        raise
-    except KeyboardInterrupt:  # keep every finished sample: commit the open shards, then stop
-        for split in SPLITS:
-            record_commit(split, writers[split].commit())
-        raise
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+            if lock.lost:
+                raise RunError(f"another run took over {where.url} (this run's lease had expired); stopped. "
+                               f"{summary.ok} objects were safely written")
     finally:
         progress.close()
-        write_dataset_info(out, config, manifest)
+        try:
+            remove_attempt_markers(where)
+            write_dataset_info(where, config)
+        except OSError as error:
+            raise RunError(f"cannot write the dataset's manifest to {where.url}: {error}; run the same command "
+                           "again to finish") from None
+    if unwritten:
+        raise RunError(f"{unwritten[0]}. {summary.ok} objects were safely written; once {where.url} accepts "
+                       "writes again, run the same command to resume")
     summary.seconds = time.perf_counter() - started
     return summary

@@ -1,10 +1,9 @@
-"""The per-object stages, and the Ray worker that runs them in sequence for each object.
+"""The per-object stages, run in sequence for each object by :func:`make_sample`.
 
 load + normalize -> render V views -> composite backgrounds -> voxelize -> sample points -> encode.
-The stages are plain functions; :class:`ObjectWorker` is the callable class Ray Data runs as an actor
-pool (``map_batches(ObjectWorker, concurrency=N)``), so a renderer is set up once per worker process
-and a mesh never travels between processes. Any error in one object becomes a failed row with its
-reason; it never fails the Ray task.
+The stages are plain functions; :class:`voxforge.pipeline.worker.ShardWorker` (the Ray actor) calls
+:func:`make_sample` for each object of its shard task with the renderer it keeps, so a mesh never
+travels between processes. Any error in one object becomes a :class:`SampleError` with its reason.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import signal
 import time
 import traceback
@@ -24,14 +22,12 @@ from PIL import Image
 
 from voxforge.loaders import format as fmt
 from voxforge.pipeline.config import RunConfig
-from voxforge.pipeline.isolation import AttemptGuard
-from voxforge.pipeline.recycling import WorkerRecycler
 from voxforge.pipeline.meshes import flatten, validate_and_normalize
 from voxforge.pipeline.sources import ObjectRecord, load_record, local_mesh_file
 from voxforge.pipeline.splits import object_seed
-from voxforge.renderers import get_renderer, sample_lighting
+from voxforge.renderers import sample_lighting
 from voxforge.renderers.base import attach_source_file
-from voxforge.renderers.backgrounds import BackgroundPool, composite, list_background_images
+from voxforge.renderers.backgrounds import BackgroundPool, composite
 from voxforge.renderers.cameras import CameraRanges, sample_cameras
 from voxforge.voxelize import encode_binvox, sample_surface, voxelize
 from voxforge.voxelize.grid import centered_bounds
@@ -162,77 +158,25 @@ def _inject_fault(kind: str) -> None:
         raise RuntimeError("injected renderer error")
 
 
-class ObjectWorker:
-    """A Ray Data actor: one renderer per worker process, reused for every object it gets."""
-
-    def __init__(self, config: dict, run_token: str) -> None:
-        self.config = RunConfig.from_dict(config)
-        # one worker per CPU is the parallelism; Mesa's software rasterizer would add a thread per core
-        os.environ.setdefault("LP_NUM_THREADS", "1")
-        self.renderer = get_renderer(self.config.renderer)(self.config.size, supersample=self.config.supersample)
-        photos = list_background_images(self.config.backgrounds) if self.config.backgrounds else None
-        self.backgrounds = BackgroundPool(photos, color=self.config.background_color)
-        work_dir = Path(self.config.out) / fmt.WORK_DIR / "attempts"
-        self.guard = AttemptGuard(work_dir, run_token, self.config.max_attempts, self.config.timeout)
-        self.recycler = WorkerRecycler(
-            self.renderer.recycle_after_objects if self.config.recycle_after is None else self.config.recycle_after,
-            self.renderer.memory_limit_bytes if self.config.worker_memory_gb is None
-            else int(self.config.worker_memory_gb * 2**30),
-            journal=Path(self.config.out) / fmt.WORK_DIR / "recycled_workers.jsonl",
-        )
-        self.run_token = run_token
-
-    def process(self, record: ObjectRecord, split: str) -> dict:
-        row = {"object_id": record.object_id, "split": split, "status": "failed", "error": "",
-               "key": fmt.sample_key(record.object_id), "members": b""}
-        self.recycler.recycle_if_due()  # between objects: Ray restarts this actor and retries the task
-        given_up = self.guard.begin(record.object_id, log=self.renderer.log_path)
-        if given_up:
-            row["error"] = given_up
-            return row
-        stage = "load"
-        try:
-            loaded = load_stage(record)
-            stage = "render"
-            if record.object_id in self.config.fault_injection:
-                _inject_fault(self.config.fault_injection[record.object_id])
-            rendered = render_stage(loaded, self.renderer, self.config, record.object_id)
-            stage = "composite"
-            images = composite_stage(rendered, self.backgrounds, self.config, record.object_id)
-            stage = "voxelize"
-            geometry = geometry_stage(loaded, self.config, record.object_id)
-            stage = "encode"
-            members = encode_stage(record, split, loaded, rendered, images, geometry, self.config)
-            row.update(status="ok", members=_pack(members))
-        except Exception as error:  # one bad object must never stop the run
-            last = traceback.extract_tb(error.__traceback__)[-1]
-            row["error"] = f"{stage}: {type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
-        finally:
-            self.guard.end(record.object_id)
-            self.recycler.object_done()
-        return row
-
-    def __call__(self, batch: dict) -> dict:
-        from voxforge.pipeline.fetch_stage import release_staged
-
-        records = [ObjectRecord.from_row(json.loads(r)) for r in batch["record"]]
-        fetch_errors = batch.get("fetch_error", [""] * len(records))  # from the download stage, if any
-        rows = []
-        for record, split, fetch_error in zip(records, batch["split"], fetch_errors):
-            if fetch_error:  # recorded with its reason; nothing to render
-                rows.append({"object_id": record.object_id, "split": str(split), "status": "failed",
-                             "error": str(fetch_error), "key": fmt.sample_key(record.object_id), "members": b""})
-            else:
-                rows.append(self.process(record, str(split)))
-            if record.fetch:  # the sample is made (or failed): free the download slot, evict the mesh
-                release_staged(self.config.out, self.run_token, record.object_id)
-        return {name: [row[name] for row in rows] for name in rows[0]}
+class SampleError(RuntimeError):
+    """An object could not be made into a sample; the message is the reason recorded for it."""
 
 
-def _pack(members: dict[str, bytes]) -> bytes:
-    """Members as one bytes value so Arrow carries a flat column (our own data, between our workers)."""
-    return pickle.dumps(members, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def unpack_members(packed: bytes) -> dict[str, bytes]:
-    return pickle.loads(packed)
+def make_sample(record: ObjectRecord, split: str, renderer, backgrounds: BackgroundPool, config: RunConfig) -> dict[str, bytes]:
+    """Every stage for one object: its shard members; raises :class:`SampleError` naming the stage that failed."""
+    stage = "load"
+    try:
+        loaded = load_stage(record)
+        stage = "render"
+        if record.object_id in config.fault_injection:
+            _inject_fault(config.fault_injection[record.object_id])
+        rendered = render_stage(loaded, renderer, config, record.object_id)
+        stage = "composite"
+        images = composite_stage(rendered, backgrounds, config, record.object_id)
+        stage = "voxelize"
+        geometry = geometry_stage(loaded, config, record.object_id)
+        stage = "encode"
+        return encode_stage(record, split, loaded, rendered, images, geometry, config)
+    except Exception as error:  # one bad object must never stop the run
+        last = traceback.extract_tb(error.__traceback__)[-1]
+        raise SampleError(f"{stage}: {type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})") from error

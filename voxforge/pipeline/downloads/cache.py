@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,41 +103,3 @@ def write_atomic(target: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, target)
-
-
-class StagingGate:
-    """Bounds how many fetched-but-not-yet-rendered objects of one run sit on disk.
-
-    The fetch stage waits for a free slot before it downloads; the render worker frees the slot (and
-    evicts the mesh when this run downloaded it) once the object's sample is made. A marker file per
-    staged object, under the run's own folder, is the whole state, so it works across Ray processes.
-    """
-
-    def __init__(self, directory: str | Path, limit: int) -> None:
-        self.directory = Path(directory)
-        self.limit = max(1, int(limit))
-
-    def _marker(self, key: str) -> Path:
-        import hashlib
-
-        return self.directory / hashlib.sha1(key.encode()).hexdigest()
-
-    def wait_for_slot(self, poll_s: float = 0.1, give_up_s: float = 24 * 3600) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + give_up_s
-        while sum(1 for _ in self.directory.iterdir()) >= self.limit and time.monotonic() < deadline:
-            time.sleep(poll_s)
-
-    def stage(self, key: str, evict_path: str | None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._marker(key).write_text(evict_path or "")
-
-    def release(self, key: str) -> str | None:
-        """Free the slot; returns the path to evict (None when the run did not download it)."""
-        marker = self._marker(key)
-        try:
-            evict_path = marker.read_text()
-        except OSError:
-            return None
-        marker.unlink(missing_ok=True)
-        return evict_path or None

@@ -241,6 +241,12 @@ class ProceduralSource(Source):
     def categories(self) -> list[str]:
         return list(GENERATORS)
 
+    def select(self, categories: list[str] | None, limit: int | None) -> list[ObjectRecord]:
+        if limit is not None:  # as many per category as the limit needs
+            per_category = -(-limit // max(1, len(self.resolve_categories(categories))))
+            self.count_per_category = max(self.count_per_category, per_category)
+        return super().select(categories, limit)
+
     def records(self, categories: list[str]) -> Iterator[ObjectRecord]:
         for category in categories:
             for index in range(self.count_per_category):
