@@ -62,6 +62,23 @@ def test_new_objects_go_to_new_shards_and_small_splits_get_enough_shards():
     assert shard_sizes(Counter(train=100_000), 64, 8)["train"] == 64
 
 
+def test_the_planner_streams_holding_at_most_a_few_shards_of_records():
+    from voxforge.pipeline.plan import Planner
+    from voxforge.pipeline.sources import create_source
+    from voxforge.pipeline.splits import assign_split
+
+    planner = Planner(lambda r: assign_split(r.object_id), lambda _: False, {}, shard_size=64, min_shards=8)
+    held, tasks = 0, []
+    for record in create_source("procedural").stream(None, 50_000):  # made one at a time, never a list
+        tasks += planner.add(record)
+        held = max([held, *(len(pending) for pending in planner.pending.values())])
+    tasks += planner.finish()
+    assert planner.selected == planner.objects == sum(len(t.records) for t in tasks) == 50_000
+    assert held <= 64 * 8  # a split holds 8 shards' worth until it knows its shards are full, then one
+    train = [len(t.records) for t in tasks if t.split == "train"]
+    assert set(train[:-1]) == {64} and 0 < train[-1] <= 64  # full shards, then the remainder
+
+
 # -- locations ------------------------------------------------------------------------------------------
 
 
@@ -184,6 +201,12 @@ def test_a_run_writes_straight_to_s3_and_everything_reads_it_back(tmp_path, ray_
     assert (tmp_path / "sheet.png").stat().st_size > 0
     assert main(["export", url, "--layout", "r2n2", "--out", str(tmp_path / "r2n2")]) == 0
     assert len(list((tmp_path / "r2n2").rglob("model.binvox"))) == 6
+    assert main(["publish", url, "--to", str(tmp_path / "published"), "--no-progress"]) == 0
+    assert _tars(tmp_path / "published") == _tars(local)  # verified, then copied out of the bucket
+    assert main(["train", "--data", url, "--arch", "3d-gru-1", "--width", "0.125", "--image-size", "64",
+                 "--iterations", "2", "--batch-size", "2", "--views", "1-2", "--workers", "0", "--device", "cpu",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
     assert run(small_config(url, limit=6, views=3, points=512)).skipped == 6  # resumed: nothing to do
 
 

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from voxforge.loaders import format as fmt
+from voxforge.loaders.shards import SHARD_NAME
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 # licence slugs (voxforge.pipeline.sources.licenses) -> the Hub's licence identifiers
@@ -105,20 +106,17 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
     """
     import yaml
 
-    info = info if info is not None else json.loads((Path(dataset) / fmt.DATASET_FILE).read_text())
+    from voxforge.pipeline.manifest import Manifest
+    from voxforge.storage import location
+
+    where = location(dataset)
+    info = info if info is not None else json.loads(where.read_text(fmt.DATASET_FILE))
     config, counts = info["config"], info["counts"]
     present = [s for s in fmt.SPLITS if counts["per_split"].get(s, 0) > 0]
     per_category: dict[str, Counter] = {}
-    manifest = Path(dataset) / fmt.MANIFEST_FILE
-    if manifest.is_file():
-        rows = {}
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["id"]] = row  # the last line of an id wins
-        for row in rows.values():
-            if row["status"] == "ok":
-                per_category.setdefault(row["category"], Counter())[row["split"]] += 1
+    for row in Manifest(where).rows().values():  # the last line of an id wins
+        if row["status"] == "ok":
+            per_category.setdefault(row["category"], Counter())[row["split"]] += 1
     category_rows = [[name] + [c[s] for s in present] + [sum(c.values())] for name, c in sorted(per_category.items())]
     category_rows.append(["**total**"] + [counts["per_split"][s] for s in present] + [counts["objects"]])
     license_rows = [[text, hub_license(text), n] for text, n in sorted(info.get("licenses", {}).items())]
@@ -181,7 +179,6 @@ samples = ShardDataset("hf://datasets/{name}", split="train", shuffle_buffer=64,
 {made_with} Split ratios {config.get('split_ratios')}; {config['shard_size']} objects per shard.
 Software: {software}. Last updated {info.get('updated', '')}.
 """
-    split_bytes = {s: sum(p.stat().st_size for p in (Path(dataset) / s).glob(f"{fmt.SHARD_PREFIX}-*{fmt.SHARD_SUFFIX}"))
-                   for s in present}
+    split_bytes = {s: sum(size for name, size in where.list_files(s).items() if SHARD_NAME.match(name)) for s in present}
     front = yaml.safe_dump(card_metadata(info, split_bytes), sort_keys=False, allow_unicode=True)
     return f"---\n{front}---\n{body}"

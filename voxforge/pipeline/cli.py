@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--split", choices=("train", "val", "test"), help="only this split")
     publish = commands.add_parser("publish", help="verify a dataset and publish it to a folder, a .tar/.zip bundle "
                                   "or a Hugging Face dataset repo, with a dataset card")
-    publish.add_argument("dataset", help="voxforge dataset folder")
+    publish.add_argument("dataset", help="voxforge dataset folder or URL (s3://..., gs://...)")
     publish.add_argument("--to", required=True, help="a new folder, a bundle (.tar or .zip), or hf://datasets/OWNER/NAME")
     visibility = publish.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=True,
@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Hub uploads: files per commit (default 100; a re-run resumes after the last commit)")
     publish.add_argument("--no-progress", action="store_true", help="no progress bar")
     train = commands.add_parser("train", help="train 3D-R2N2 on a voxforge dataset or the 3D-R2N2 layout")
-    train.add_argument("--data", required=True, help="voxforge dataset folder or 3D-R2N2 layout folder")
+    train.add_argument("--data", required=True, help="voxforge dataset folder or URL (s3://..., hf://datasets/...) "
+                       "or 3D-R2N2 layout folder")
     train.add_argument("--arch", default="res3d-gru-3",
                        help="3d-lstm-1, 3d-gru-1, 3d-lstm-3, 3d-gru-3, res3d-gru-3 (default) or gru-vector; "
                        "reconstnet: the single-view point-cloud network (needs a dataset with points)")
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="IoU of a trained run per category and number of views")
     evaluate.add_argument("run", help="run folder written by pipeline train")
-    evaluate.add_argument("--data", required=True, help="voxforge dataset folder or 3D-R2N2 layout folder")
+    evaluate.add_argument("--data", required=True, help="voxforge dataset folder or URL, or 3D-R2N2 layout folder")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every object)")
     evaluate.add_argument("--convention", default="lmnet,psgn,plain",
                           help="reconstnet: named metric conventions, comma-separated (lmnet, psgn, plain)")

@@ -46,8 +46,11 @@ class ShardTask:
 
 def shard_sizes(selected_per_split: Counter, shard_size: int, min_shards: int) -> dict[str, int]:
     """Objects per shard for each split: ``shard_size``, or fewer so the split gets ``min_shards`` shards."""
-    return {split: max(1, min(shard_size, math.ceil(selected_per_split.get(split, 0) / max(1, min_shards))))
-            for split in SPLITS}
+    return {split: _shard_size(selected_per_split.get(split, 0), shard_size, min_shards) for split in SPLITS}
+
+
+def _shard_size(selected: int, shard_size: int, min_shards: int) -> int:
+    return max(1, min(shard_size, math.ceil(selected / max(1, min_shards))))
 
 
 def _free_numbers(taken: set[int]) -> Iterator[int]:
@@ -58,11 +61,74 @@ def _free_numbers(taken: set[int]) -> Iterator[int]:
         number += 1
 
 
+class Planner:
+    """Turns a stream of selected records into shard tasks as they fill (see the module docstring).
+
+    Memory: per split at most ``shard_size x min_shards`` pending records (until the split is known to
+    be large enough for full shards), then one shard's worth; never the whole selection.
+
+    ``split_of``: a record's split; ``finished``: whether an object id is already done; ``taken``: shard
+    numbers per split that committed shards hold.
+    """
+
+    def __init__(self, split_of: Callable[[ObjectRecord], str], finished: Callable[[str], bool],
+                 taken: dict[str, set[int]], shard_size: int, min_shards: int) -> None:
+        self.split_of, self.finished = split_of, finished
+        self.shard_size, self.min_shards = shard_size, min_shards
+        self.numbers = {split: _free_numbers(taken.get(split, set())) for split in SPLITS}
+        self.pending: dict[str, list[ObjectRecord]] = {split: [] for split in SPLITS}
+        self.selected_per_split: Counter = Counter()
+        self.per_category: Counter = Counter()
+        self.skipped = 0
+        self.objects = 0  # in tasks so far
+        self.tasks = 0
+
+    @property
+    def selected(self) -> int:
+        return sum(self.selected_per_split.values())
+
+    def _size(self, split: str) -> int | None:
+        """Objects per shard of ``split`` once known: full shards as soon as the split has enough objects."""
+        if self.selected_per_split[split] >= self.shard_size * self.min_shards:
+            return self.shard_size
+        return None
+
+    def _cut(self, split: str, size: int, whole_only: bool) -> list[ShardTask]:
+        pending, tasks = self.pending[split], []
+        while len(pending) >= size or (pending and not whole_only):
+            chunk, pending = pending[:size], pending[size:]
+            tasks.append(ShardTask(split, next(self.numbers[split]), chunk))
+        self.pending[split] = pending
+        self.tasks += len(tasks)
+        self.objects += sum(len(task.records) for task in tasks)
+        return tasks
+
+    def add(self, record: ObjectRecord) -> list[ShardTask]:
+        """Take one selected record; returns the tasks it completed (usually none)."""
+        split = self.split_of(record)
+        self.selected_per_split[split] += 1
+        self.per_category[record.category] += 1
+        if self.finished(record.object_id):
+            self.skipped += 1
+            return []
+        self.pending[split].append(record)
+        size = self._size(split)
+        return self._cut(split, size, whole_only=True) if size else []
+
+    def finish(self) -> list[ShardTask]:
+        """The remaining tasks, once every record was added."""
+        tasks = []
+        for split in SPLITS:
+            size = self._size(split) or _shard_size(self.selected_per_split[split], self.shard_size, self.min_shards)
+            tasks += self._cut(split, size, whole_only=False)
+        return tasks
+
+
 @dataclass
 class Plan:
     tasks: list[ShardTask]
     skipped: int  # selected records already finished
-    sizes: dict[str, int]
+    selected: int
 
     @property
     def objects(self) -> int:
@@ -72,26 +138,8 @@ class Plan:
 def plan_shards(records: Iterable[ObjectRecord], split_of: Callable[[ObjectRecord], str],
                 finished: Callable[[str], bool], taken: dict[str, set[int]], shard_size: int,
                 min_shards: int) -> Plan:
-    """Shard tasks for the unfinished ``records`` (see the module docstring).
-
-    ``split_of``: a record's split; ``finished``: whether an object id is already done;
-    ``taken``: shard numbers per split that committed shards hold.
-    """
-    records = list(records)
-    splits = [split_of(record) for record in records]
-    sizes = shard_sizes(Counter(splits), shard_size, min_shards)
-    numbers = {split: _free_numbers(taken.get(split, set())) for split in SPLITS}
-    pending: dict[str, list[ObjectRecord]] = {split: [] for split in SPLITS}
-    tasks, skipped = [], 0
-    for record, split in zip(records, splits):
-        if finished(record.object_id):
-            skipped += 1
-            continue
-        pending[split].append(record)
-        if len(pending[split]) == sizes[split]:
-            tasks.append(ShardTask(split, next(numbers[split]), pending[split]))
-            pending[split] = []
-    for split in SPLITS:
-        if pending[split]:
-            tasks.append(ShardTask(split, next(numbers[split]), pending[split]))
-    return Plan(tasks, skipped, sizes)
+    """Every shard task for ``records`` at once (:class:`Planner` for a stream)."""
+    planner = Planner(split_of, finished, taken, shard_size, min_shards)
+    tasks = [task for record in records for task in planner.add(record)]
+    tasks += planner.finish()
+    return Plan(tasks, planner.skipped, planner.selected)

@@ -5,7 +5,9 @@ What is published: ``dataset.json`` (with the run's local paths reduced to their
 they name the user's folders and mean nothing elsewhere), ``manifest.jsonl``, ``attribution.csv`` when the
 objects were downloaded, every split's complete shards, ``README.md``
 (:func:`voxforge.loaders.hf.dataset_card`) and ``preview.png`` (the contact sheet of
-``pipeline inspect``). Never the run's scratch folder or half-written ``.partial`` files.
+``pipeline inspect``). Never the run's scratch folder or half-written ``.partial`` files. The dataset may
+be a local folder or any fsspec URL (``s3://bucket/ds``); files of a remote dataset pass through a local
+temporary folder a batch at a time.
 
 Before anything is written the dataset is verified: every shard is read through (tar checksums),
 every sample has its metadata, all its views and masks, voxels, points and normals, ids are unique,
@@ -29,14 +31,17 @@ import tarfile
 import tempfile
 import zipfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voxforge.loaders import format as fmt
-from voxforge.loaders.shards import iter_shard, shard_paths
+from voxforge.loaders.dataset import iter_any_shard
+from voxforge.loaders.shards import SHARD_NAME
 from voxforge.loaders.tar_stream import TarFormatError
 from voxforge.pipeline.run import ATTRIBUTION_FILE
 from voxforge.pipeline.stages import file_sha256
+from voxforge.storage import Location, StorageError, location
 
 CARD_FILE = "README.md"
 PREVIEW_FILE = "preview.png"
@@ -50,36 +55,45 @@ class PublishError(RuntimeError):
 
 @dataclass
 class Verified:
-    """What verification found: samples per split, shard files, and the problems (empty when fine)."""
+    """What verification found: samples per split, shard files (``train/shard-000000.tar``), and the problems
+    (empty when fine)."""
 
+    where: Location
     per_split: Counter = field(default_factory=Counter)
-    shards: list[Path] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
+def _dataset_location(dataset: str | Path) -> Location:
+    try:
+        where = location(dataset)
+    except StorageError as error:
+        raise PublishError(str(error)) from None
+    if not where.exists(fmt.DATASET_FILE):
+        raise PublishError(f"{where.url} is not a voxforge dataset (no {fmt.DATASET_FILE})")
+    return where
+
+
 def verify_dataset(dataset: str | Path) -> Verified:
-    """Read every shard through and check each sample and the counts against ``dataset.json``."""
-    root = Path(dataset)
-    result = Verified()
-    info_path = root / fmt.DATASET_FILE
-    if not info_path.is_file():
-        raise PublishError(f"{root} is not a voxforge dataset (no {fmt.DATASET_FILE})")
-    info = json.loads(info_path.read_text())
+    """Read every shard through and check each sample and the counts against ``dataset.json`` (a folder
+    or any fsspec URL)."""
+    where = _dataset_location(dataset)
+    result = Verified(where)
+    info = json.loads(where.read_text(fmt.DATASET_FILE))
     if str(info.get("format_version", "")).split(".")[0] != fmt.FORMAT_VERSION.split(".")[0]:
-        raise PublishError(f"{root}: format {info.get('format_version')} is not this voxforge's {fmt.FORMAT_VERSION}")
+        raise PublishError(f"{where.url}: format {info.get('format_version')} is not this voxforge's {fmt.FORMAT_VERSION}")
     ids: set[str] = set()
     for split in fmt.SPLITS:
         listed = set(info["counts"].get("shards", {}).get(split, []))
-        found = shard_paths(root / split)
+        found = sorted(f"{split}/{name}" for name in where.list_files(split) if SHARD_NAME.match(name))
         result.shards += found
-        on_disk = {f"{split}/{p.name}" for p in found}
-        for missing in sorted(listed - on_disk):
+        for missing in sorted(listed - set(found)):
             result.problems.append(f"{missing}: listed in {fmt.DATASET_FILE} but missing")
-        for extra in sorted(on_disk - listed):
+        for extra in sorted(set(found) - listed):
             result.problems.append(f"{extra}: not listed in {fmt.DATASET_FILE} (re-run `pipeline run` to refresh it)")
         for shard in found:
             try:
-                for key, members in iter_shard(shard):
+                for key, members in iter_any_shard(where.local_path(shard) if where.is_local else where.url_of(shard)):
                     problem = _check_sample(key, members)
                     if problem is None:
                         object_id = json.loads(members[fmt.META])["id"]
@@ -88,9 +102,9 @@ def verify_dataset(dataset: str | Path) -> Verified:
                         ids.add(object_id)
                         result.per_split[split] += 1
                     if problem:
-                        result.problems.append(f"{split}/{shard.name}: sample {key}: {problem}")
+                        result.problems.append(f"{shard}: sample {key}: {problem}")
             except TarFormatError as error:
-                result.problems.append(f"{split}/{shard.name}: {error}")
+                result.problems.append(f"{shard}: {error}")
         expected = info["counts"]["per_split"].get(split, 0)
         if result.per_split[split] != expected:
             result.problems.append(f"{split}: {result.per_split[split]} samples in the shards, "
@@ -115,7 +129,7 @@ def _check_sample(key: str, members: dict[str, bytes]) -> str | None:
     return None
 
 
-def _require_verified(dataset: Path) -> Verified:
+def _require_verified(dataset: str | Path) -> Verified:
     verified = verify_dataset(dataset)
     if verified.problems:
         shown = "\n  ".join(verified.problems[:20])
@@ -124,13 +138,15 @@ def _require_verified(dataset: Path) -> Verified:
     return verified
 
 
-def publish_files(dataset: Path, verified: Verified, staging: Path, repo_id: str | None) -> list[tuple[str, Path]]:
-    """(path in the destination, local file) for everything published; card and preview made in ``staging``."""
+def publish_files(verified: Verified, staging: Path, repo_id: str | None) -> list[tuple[str, str | Path]]:
+    """(path in the destination, source) for everything published: a source is a file of the dataset
+    (its path relative to the dataset) or a ``Path`` made in ``staging`` (summary, card, preview)."""
     from voxforge.loaders.hf import dataset_card
 
-    files = [(f"{p.parent.name}/{p.name}", p) for p in verified.shards]
-    files += [(name, dataset / name) for name in (fmt.MANIFEST_FILE, ATTRIBUTION_FILE) if (dataset / name).is_file()]
-    info = public_summary(json.loads((dataset / fmt.DATASET_FILE).read_text()))
+    where = verified.where
+    files: list[tuple[str, str | Path]] = [(name, name) for name in verified.shards]
+    files += [(name, name) for name in (fmt.MANIFEST_FILE, ATTRIBUTION_FILE) if where.exists(name)]
+    info = public_summary(json.loads(where.read_text(fmt.DATASET_FILE)))
     summary = staging / fmt.DATASET_FILE
     summary.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     files.append((fmt.DATASET_FILE, summary))
@@ -138,12 +154,36 @@ def publish_files(dataset: Path, verified: Verified, staging: Path, repo_id: str
     if sum(verified.per_split.values()):
         from voxforge.pipeline.inspection import contact_sheet
 
-        preview = contact_sheet(dataset, staging / PREVIEW_FILE, samples=6)
+        preview = contact_sheet(where.url, staging / PREVIEW_FILE, samples=6)
         files.append((PREVIEW_FILE, preview))
     card = staging / CARD_FILE
-    card.write_text(dataset_card(dataset, repo_id, PREVIEW_FILE if preview else None, info=info))
+    card.write_text(dataset_card(where.url, repo_id, PREVIEW_FILE if preview else None, info=info))
     files.append((CARD_FILE, card))  # last: a partial upload never advertises splits it lacks
     return files
+
+
+@contextmanager
+def local_copies(where: Location, sources: list[str | Path], staging: Path):
+    """Local paths for ``sources``: made files and files of a local dataset as they are; files of a remote
+    dataset downloaded into ``staging`` for the duration (a batch at a time, not the whole dataset)."""
+    fetched = []
+    try:
+        paths = []
+        for source in sources:
+            if isinstance(source, Path):
+                paths.append(source)
+            elif where.is_local:
+                paths.append(where.local_path(source))
+            else:
+                target = staging / "fetched" / source
+                target.parent.mkdir(parents=True, exist_ok=True)
+                where.fs.get_file(where.path(source), str(target))
+                fetched.append(target)
+                paths.append(target)
+        yield paths
+    finally:
+        for path in fetched:
+            path.unlink(missing_ok=True)
 
 
 def public_summary(info: dict) -> dict:
@@ -161,7 +201,7 @@ def public_summary(info: dict) -> dict:
     return {**info, "config": redact(info.get("config", {}))}
 
 
-def _to_folder(files: list[tuple[str, Path]], destination: Path) -> None:
+def _to_folder(files: list[tuple[str, str | Path]], where: Location, staging: Path, destination: Path) -> None:
     if destination.exists() and any(destination.iterdir()):
         raise PublishError(f"--to {destination}: exists and is not empty; choose a new folder")
     partial = destination.with_name(destination.name + ".partial")
@@ -169,24 +209,27 @@ def _to_folder(files: list[tuple[str, Path]], destination: Path) -> None:
     for name, source in files:
         target = partial / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        if file_sha256(source) != file_sha256(target):
-            raise PublishError(f"copy of {name} to {target} does not match its source")
+        with local_copies(where, [source], staging) as (path,):
+            shutil.copyfile(path, target)
+            if file_sha256(path) != file_sha256(target):
+                raise PublishError(f"copy of {name} to {target} does not match its source")
     if destination.exists():
         destination.rmdir()
     os.replace(partial, destination)
 
 
-def _to_archive(files: list[tuple[str, Path]], destination: Path) -> None:
+def _to_archive(files: list[tuple[str, str | Path]], where: Location, staging: Path, destination: Path) -> None:
     """A bundle; the shards are already compressed PNG/binvox, so members are stored, not deflated."""
     if destination.exists():
         raise PublishError(f"--to {destination}: already exists")
     partial = destination.with_name(destination.name + ".partial")
     top = destination.name.rsplit(".", 1)[0]
+    sizes = {}
     if destination.suffix == ".zip":
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
             for name, source in files:
-                bundle.write(source, f"{top}/{name}")
+                with local_copies(where, [source], staging) as (path,):
+                    bundle.write(path, f"{top}/{name}")
         with zipfile.ZipFile(partial) as bundle:
             broken = bundle.testzip()
         if broken:
@@ -194,12 +237,13 @@ def _to_archive(files: list[tuple[str, Path]], destination: Path) -> None:
     else:
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as bundle:
             for name, source in files:
-                bundle.add(source, f"{top}/{name}", recursive=False)
+                with local_copies(where, [source], staging) as (path,):
+                    sizes[f"{top}/{name}"] = path.stat().st_size
+                    bundle.add(path, f"{top}/{name}", recursive=False)
         with tarfile.open(partial) as bundle:
-            sizes = {m.name: m.size for m in bundle.getmembers()}
-        for name, source in files:
-            if sizes.get(f"{top}/{name}") != source.stat().st_size:
-                raise PublishError(f"{partial}: {name} did not read back")
+            read_back = {m.name: m.size for m in bundle.getmembers()}
+        if any(read_back.get(name) != size for name, size in sizes.items()):
+            raise PublishError(f"{partial}: a member did not read back")
     os.replace(partial, destination)
 
 
@@ -229,13 +273,26 @@ def _remote_files(api, repo_id: str) -> dict[str, tuple[str | None, str]]:
             if isinstance(entry, RepoFile)}
 
 
-def _git_blob_id(path: Path) -> str:
-    data = path.read_bytes()
+def _describe(where: Location, source: str | Path) -> tuple[int, str]:
+    """(size, sha256) of a file to publish (a remote dataset's file is streamed through the hash)."""
+    if isinstance(source, Path) or where.is_local:
+        path = source if isinstance(source, Path) else where.local_path(source)
+        return path.stat().st_size, file_sha256(path)
+    digest, size = hashlib.sha256(), 0
+    with where.open(source) as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _git_blob_id_of(where: Location, source: str | Path) -> str:
+    data = source.read_bytes() if isinstance(source, Path) else where.read_bytes(source)
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _to_hub(files: list[tuple[str, Path]], api, repo_id: str, private: bool, progress: bool,
-            files_per_commit: int = FILES_PER_COMMIT) -> dict:
+def _to_hub(files: list[tuple[str, str | Path]], where: Location, staging: Path, api, repo_id: str, private: bool,
+            progress: bool, files_per_commit: int = FILES_PER_COMMIT) -> dict:
     """Create the repo if needed, then commit the files that differ, in batches. Returns counts and the URL."""
     from huggingface_hub import CommitOperationAdd
     from huggingface_hub.errors import HfHubHTTPError
@@ -249,31 +306,33 @@ def _to_hub(files: list[tuple[str, Path]], api, repo_id: str, private: bool, pro
     except HfHubHTTPError as error:
         raise PublishError(f"hf://datasets/{repo_id}: {_first_line(error)}") from None
     todo = []
-    for name, path in files:
-        sha256, blob = remote.get(name, (None, None))
-        if blob is not None and (sha256 == file_sha256(path) if sha256 else blob == _git_blob_id(path)):
+    for name, source in files:
+        size, sha256 = _describe(where, source)
+        remote_sha256, blob = remote.get(name, (None, None))
+        if blob is not None and (remote_sha256 == sha256 if remote_sha256 else blob == _git_blob_id_of(where, source)):
             continue  # already there with the same content (a resumed publish)
-        todo.append((name, path))
-    batches, batch, size = [], [], 0
-    for name, path in todo:
-        if batch and (len(batch) >= files_per_commit or size + path.stat().st_size > BYTES_PER_COMMIT
-                      or name == CARD_FILE):
+        todo.append((name, source, size))
+    batches, batch, batch_bytes = [], [], 0
+    for name, source, size in todo:
+        if batch and (len(batch) >= files_per_commit or batch_bytes + size > BYTES_PER_COMMIT or name == CARD_FILE):
             batches.append(batch)
-            batch, size = [], 0
-        batch.append((name, path))
-        size += path.stat().st_size
+            batch, batch_bytes = [], 0
+        batch.append((name, source, size))
+        batch_bytes += size
     if batch:
         batches.append(batch)
-    bar = tqdm(total=sum(p.stat().st_size for _, p in todo), unit="B", unit_scale=True, disable=not progress,
+    bar = tqdm(total=sum(size for *_, size in todo), unit="B", unit_scale=True, disable=not progress,
                desc=f"uploading to {repo_id}")
     committed = 0
     try:
         for index, batch in enumerate(batches, 1):
-            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in batch]
-            api.create_commit(repo_id, operations, repo_type="dataset",
-                              commit_message=f"voxforge: publish dataset (part {index} of {len(batches)})")
+            with local_copies(where, [source for _, source, _ in batch], staging) as paths:
+                operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+                              for (name, _, _), path in zip(batch, paths)]
+                api.create_commit(repo_id, operations, repo_type="dataset",
+                                  commit_message=f"voxforge: publish dataset (part {index} of {len(batches)})")
             committed += len(batch)
-            bar.update(sum(p.stat().st_size for _, p in batch))
+            bar.update(sum(size for *_, size in batch))
     except HfHubHTTPError as error:
         raise PublishError(f"upload to hf://datasets/{repo_id} stopped after {committed} of {len(todo)} files "
                            f"({_first_line(error)}); run the same command again to resume") from None
@@ -288,8 +347,8 @@ def _first_line(error: Exception) -> str:
 
 def publish(dataset: str | Path, to: str, private: bool = True, token: str | None = None,
             progress: bool = True, files_per_commit: int = FILES_PER_COMMIT) -> dict:
-    """Verify ``dataset`` and publish it to a folder, a ``.tar``/``.zip`` bundle or ``hf://datasets/OWNER/NAME``."""
-    dataset = Path(dataset)
+    """Verify ``dataset`` (a folder or any fsspec URL) and publish it to a folder, a ``.tar``/``.zip`` bundle or
+    ``hf://datasets/OWNER/NAME``."""
     repo_id = to[len("hf://datasets/"):].strip("/") if to.startswith("hf://datasets/") else None
     if to.startswith("hf://") and (repo_id is None or repo_id.count("/") != 1):
         raise PublishError(f"--to {to}: Hub destinations look like hf://datasets/OWNER/NAME")
@@ -298,12 +357,13 @@ def publish(dataset: str | Path, to: str, private: bool = True, token: str | Non
     summary = {"objects": sum(verified.per_split.values()), "per_split": dict(verified.per_split),
                "shards": len(verified.shards), "to": to}
     with tempfile.TemporaryDirectory(prefix="voxforge-publish-") as staging:
-        files = publish_files(dataset, verified, Path(staging), repo_id)
+        staging = Path(staging)
+        files = publish_files(verified, staging, repo_id)
         summary["files"] = len(files)
         if repo_id:
-            summary.update(_to_hub(files, api, repo_id, private, progress, files_per_commit))
+            summary.update(_to_hub(files, verified.where, staging, api, repo_id, private, progress, files_per_commit))
         elif to.endswith((".tar", ".zip")):
-            _to_archive(files, Path(to))
+            _to_archive(files, verified.where, staging, Path(to))
         else:
-            _to_folder(files, Path(to))
+            _to_folder(files, verified.where, staging, Path(to))
     return summary

@@ -9,6 +9,7 @@ shard, then merges the shard manifests into ``manifest.jsonl`` and ``dataset.jso
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -18,8 +19,11 @@ import sys
 import tempfile
 import time
 import uuid
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import IO
 
 from voxforge import __version__
 from voxforge.loaders import format as fmt
@@ -28,7 +32,7 @@ from voxforge.pipeline.config import SAMPLE_DEFINING, RunConfig
 from voxforge.pipeline.isolation import ATTEMPTS_DIR
 from voxforge.pipeline.lease import OutputBusyError, hold_output
 from voxforge.pipeline.manifest import MergedCounts, merge_manifests
-from voxforge.pipeline.plan import plan_shards
+from voxforge.pipeline.plan import Planner
 from voxforge.pipeline.sources import SourceError, create_source
 from voxforge.pipeline.splits import SPLITS, assign_split
 from voxforge.storage import NOT_WRITABLE, Location, StorageError, location, scheme_of, writable_location
@@ -36,6 +40,8 @@ from voxforge.storage import NOT_WRITABLE, Location, StorageError, location, sch
 log = logging.getLogger("voxforge")
 ATTRIBUTION_FILE = "attribution.csv"  # id, author, licence, source URL of downloaded objects
 FAILURES_SHOWN = 20
+TASK_READERS = 2  # processes reading shard tasks from the plan file
+PLANS_DIR = f"{fmt.WORK_DIR}/plans"  # <run>.jsonl: the run's shard tasks, one JSON line each
 
 
 class RunError(RuntimeError):
@@ -170,12 +176,12 @@ def init_ray(config: RunConfig) -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
-def report_selection(source, records) -> None:
+def report_selection(source, per_category: Counter) -> None:
     """How the categories resolved and what each filter kept, then objects per category, before any work."""
     for line in source.selection_notes():
         print(line, file=sys.stderr)
-    counts = Counter(r.category for r in records)
-    print(f"selected {len(records)} objects: " + ", ".join(f"{c} {n}" for c, n in counts.items()), file=sys.stderr)
+    print(f"selected {sum(per_category.values())} objects: " + ", ".join(f"{c} {n}" for c, n in per_category.items()),
+          file=sys.stderr)
 
 
 def run(config: RunConfig) -> RunSummary:
@@ -185,10 +191,10 @@ def run(config: RunConfig) -> RunSummary:
     output_location(config.out)  # an unusable --out fails before the (possibly long) selection
     source = create_source(config.source, path=config.path, category_map=config.category_map, seed=config.seed,
                            config=config)
-    records = source.select(config.categories, config.limit)
-    if not records:
+    records = iter(source.stream(config.categories, config.limit))
+    first = next(records, None)  # unknown categories and empty selections fail here, before anything is written
+    if first is None:
         raise SourceError(f"source {config.source!r} has no objects for categories {config.categories or 'all'}")
-    report_selection(source, records)
     try:
         where = writable_location(config.out)
         lock = hold_output(where)
@@ -197,7 +203,7 @@ def run(config: RunConfig) -> RunSummary:
     config = replace(config, out=where.url)  # workers on any node get the same absolute place
     try:
         _check_resume_compatible(where, config)
-        return _run_locked(config, where, records, lock)
+        return _run_locked(config, where, source, itertools.chain([first], records), lock)
     finally:
         lock.release()
 
@@ -217,44 +223,78 @@ def remove_attempt_markers(where: Location) -> None:
         pass
 
 
-def _run_locked(config: RunConfig, where: Location, records, lock) -> RunSummary:
+def plan_run(config: RunConfig, committed, records: Iterable, plan_file: IO[str]) -> tuple[Planner, array]:
+    """Stream the selection through the planner, writing each shard task as one JSON line to ``plan_file``;
+    returns the planner (counts) and where each line starts (then the file's size): the plan never sits
+    in the driver's memory whole."""
+    split_ratios = config.split_ratios
+    planner = Planner(lambda r: r.split or assign_split(r.object_id, split_ratios),
+                      committed.finished(config.retry_failed), committed.taken, config.shard_size, config.min_shards)
+    starts, position = array("Q"), 0
+
+    def write(tasks) -> None:
+        nonlocal position
+        for task in tasks:
+            line = (json.dumps(task.to_row()) + "\n").encode()
+            starts.append(position)
+            plan_file.write(line)
+            position += len(line)
+
+    for record in records:
+        write(planner.add(record))
+    write(planner.finish())
+    starts.append(position)
+    return planner, starts
+
+
+def _run_locked(config: RunConfig, where: Location, source, records: Iterable, lock) -> RunSummary:
     started = time.perf_counter()
     _remove_leftovers(where)
     try:
         committed = write_dataset_info(where, config).state
     except OSError as error:
         raise RunError(f"cannot write to {where.url}: {error}") from None
-    split_ratios = config.split_ratios
-    plan = plan_shards(records, lambda r: r.split or assign_split(r.object_id, split_ratios),
-                       committed.finished(config.retry_failed), committed.taken, config.shard_size, config.min_shards)
-    summary = RunSummary(out=where.url, selected=len(records), skipped=plan.skipped)
-    if not plan.tasks:
-        summary.seconds = time.perf_counter() - started
-        return summary
+    run_token = uuid.uuid4().hex
+    plan_name = f"{PLANS_DIR}/{run_token}.jsonl"
+    staged = where.staging_file(plan_name)
+    try:
+        with open(staged, "wb") as plan_file:
+            planner, starts = plan_run(config, committed, records, plan_file)
+        report_selection(source, planner.per_category)
+        summary = RunSummary(out=where.url, selected=planner.selected, skipped=planner.skipped)
+        if not planner.tasks:
+            summary.seconds = time.perf_counter() - started
+            return summary
+        where.put_file(staged, plan_name)  # workers on any node read their task from here
+    finally:
+        staged.unlink(missing_ok=True)
     if not config.address:  # on a cluster the driver's node may have no GL; workers report per object
         check_renderer(config)
     init_ray(config)
     import ray.data
 
-    workers = config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    where_workers = f" on the cluster at {config.address}" if config.address else ""
-    print(f"{plan.objects} objects to process ({summary.skipped} already done) in {len(plan.tasks)} shards "
-          f"with {workers} workers{where_workers}", file=sys.stderr)
-
+    from voxforge.pipeline.task_source import ShardTaskSource
     from voxforge.pipeline.worker import ShardWorker
 
-    dataset = ray.data.from_items([task.to_row() for task in plan.tasks], override_num_blocks=len(plan.tasks))
-    dataset = dataset.map_batches(
+    workers = config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    where_workers = f" on the cluster at {config.address}" if config.address else ""
+    print(f"{planner.objects} objects to process ({summary.skipped} already done) in {planner.tasks} shards "
+          f"with {workers} workers{where_workers}", file=sys.stderr)
+    # reading a task is one ranged read: it takes no CPU from the workers, and a few reader processes keep up
+    # with any pool (without a limit, Ray would start a process per pending read)
+    tasks = ray.data.read_datasource(ShardTaskSource(where.url, plan_name, starts), override_num_blocks=planner.tasks,
+                                     num_cpus=0, concurrency=TASK_READERS)
+    dataset = tasks.map_batches(
         ShardWorker,
-        fn_constructor_kwargs={"config": config.as_dict(), "run_token": uuid.uuid4().hex},
+        fn_constructor_kwargs={"config": config.as_dict(), "run_token": run_token},
         batch_size=1,
         batch_format="numpy",
-        concurrency=min(workers, len(plan.tasks)),
+        concurrency=min(workers, planner.tasks),
         num_cpus=1,
     )
     from tqdm import tqdm
 
-    progress = tqdm(total=plan.objects, unit="obj", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+    progress = tqdm(total=planner.objects, unit="obj", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
     unwritten: list[str] = []
     try:
         for row in dataset.iter_rows():
@@ -278,6 +318,7 @@ def _run_locked(config: RunConfig, where: Location, records, lock) -> RunSummary
         progress.close()
         try:
             remove_attempt_markers(where)
+            where.remove(plan_name)
             write_dataset_info(where, config)
         except OSError as error:
             raise RunError(f"cannot write the dataset's manifest to {where.url}: {error}; run the same command "

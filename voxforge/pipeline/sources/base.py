@@ -94,6 +94,11 @@ class Source(ABC):
         """Lines printed before work starts (how categories resolved, what each filter kept)."""
         return list(getattr(self, "notes", []))
 
+    def stream(self, categories: list[str] | None, limit: int | None) -> Iterator[ObjectRecord]:
+        """The selection as a stream, in :meth:`select`'s order; sources that can produce it without holding
+        every record (the procedural source) override this. Unknown categories raise before the first record."""
+        yield from self.select(categories, limit)
+
     def select(self, categories: list[str] | None, limit: int | None) -> list[ObjectRecord]:
         """Records of the categories, interleaved across categories so a limit stays balanced."""
         resolved = self.resolve_categories(categories)
