@@ -80,12 +80,12 @@ class ShardManifest:
                    sha256=value.get("sha256", ""), run=value.get("run", ""))
 
 
-def committed_shards(where: Location, recover: bool = True) -> Iterator[ShardManifest]:
+def committed_shards(where: Location) -> Iterator[ShardManifest]:
     """The committed shards' manifests, split by split in shard order.
 
     A tar without a manifest (a dataset from before per-shard manifests, or one whose ``.voxforge``
-    was deleted) gets one rebuilt from its samples' metadata when ``recover`` is set (failed objects
-    of such shards are not known and will be tried again).
+    was deleted) gets one rebuilt from its samples' metadata (failed objects of such shards are not
+    known, so they are tried again).
     """
     for split in SPLITS:
         tars = {shard_index(name): size for name, size in where.list_files(split).items()
@@ -100,8 +100,7 @@ def committed_shards(where: Location, recover: bool = True) -> Iterator[ShardMan
                 if manifest.ok == 0 or tars.get(manifest.index) == manifest.bytes:
                     yield manifest
         for index in sorted(set(tars) - seen):
-            if recover:
-                yield recover_shard_manifest(where, split, index)
+            yield recover_shard_manifest(where, split, index)
 
 
 def _parse_all(documents: Iterable[bytes]) -> Iterator[ShardManifest]:

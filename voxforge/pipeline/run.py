@@ -209,21 +209,22 @@ def run(config: RunConfig) -> RunSummary:
 
 
 def _remove_leftovers(where: Location) -> None:
-    """What killed runs left: half-written shards (local folders) and attempt markers."""
+    """What killed runs left: half-written files (local folders), plan files and attempt markers."""
     if where.is_local:
         for folder in ["", fmt.WORK_DIR, *SPLITS, *(f"{fmt.SHARD_MANIFESTS}/{split}" for split in SPLITS)]:
             remove_partial_shards(where.local_path(folder))
-    remove_attempt_markers(where)
+    _remove_folder(where, PLANS_DIR)
+    _remove_folder(where, ATTEMPTS_DIR)
 
 
-def remove_attempt_markers(where: Location) -> None:
+def _remove_folder(where: Location, relative: str) -> None:
     try:
-        where.fs.rm(where.path(ATTEMPTS_DIR), recursive=True)
+        where.fs.rm(where.path(relative), recursive=True)
     except FileNotFoundError:
         pass
 
 
-def plan_run(config: RunConfig, committed, records: Iterable, plan_file: IO[str]) -> tuple[Planner, array]:
+def plan_run(config: RunConfig, committed, records: Iterable, plan_file: IO[bytes]) -> tuple[Planner, array]:
     """Stream the selection through the planner, writing each shard task as one JSON line to ``plan_file``;
     returns the planner (counts) and where each line starts (then the file's size): the plan never sits
     in the driver's memory whole."""
@@ -317,7 +318,7 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
     finally:
         progress.close()
         try:
-            remove_attempt_markers(where)
+            _remove_folder(where, ATTEMPTS_DIR)
             where.remove(plan_name)
             write_dataset_info(where, config)
         except OSError as error:
