@@ -150,6 +150,31 @@ def test_one_run_per_output_on_an_object_store(s3):
     ObjectStoreLease(where, ttl_s=60).acquire().release()
 
 
+@pytest.mark.slow
+def test_a_run_that_loses_its_lease_stops_and_leaves_the_output_alone(s3, ray_local, monkeypatch):
+    import threading
+
+    from voxforge.pipeline import lease as lease_module
+    from voxforge.pipeline.run import RunError, run
+
+    monkeypatch.setattr(lease_module, "DEFAULT_TTL_S", 0.4)  # renewed every 0.1 s
+    where = location(f"s3://{s3.bucket('stolen')}/ds")
+
+    def take_over() -> None:  # another driver, after this one's lease had expired, takes the output
+        while not where.exists(".voxforge/plans"):
+            time.sleep(0.05)
+        where.fs.pipe_file(where.path(".voxforge/lease.json"), json.dumps(
+            {"holder": "other", "host": "elsewhere", "pid": 1, "expires": time.time() + 600}).encode())
+
+    thief = threading.Thread(target=take_over, daemon=True)
+    thief.start()
+    with pytest.raises(RunError, match="another run took over s3://stolen/ds"):
+        run(small_config(where.url, limit=12, views=2, points=256, shard_size=1))
+    thief.join(5)
+    assert json.loads(where.read_bytes(".voxforge/lease.json"))["holder"] == "other"  # not removed by the loser
+    assert where.exists(".voxforge/plans")  # its scratch is left for the new holder to clear
+
+
 def test_one_run_per_output_on_a_local_folder(tmp_path):
     from voxforge.pipeline.lease import OutputBusyError, hold_output
 

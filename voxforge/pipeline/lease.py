@@ -176,6 +176,7 @@ def _etag_of(response) -> str | None:
     return response.get("ETag") if isinstance(response, dict) else None
 
 
-def hold_output(where: Location, ttl_s: float = DEFAULT_TTL_S):
-    """The lock (local folder) or lease (object store) of ``where``, acquired; raises :class:`OutputBusyError`."""
-    return (LocalLock(where) if where.is_local else ObjectStoreLease(where, ttl_s)).acquire()
+def hold_output(where: Location, ttl_s: float | None = None):
+    """The lock (local folder) or lease (object store, ``ttl_s`` default :data:`DEFAULT_TTL_S`) of ``where``,
+    acquired; raises :class:`OutputBusyError`."""
+    return (LocalLock(where) if where.is_local else ObjectStoreLease(where, ttl_s or DEFAULT_TTL_S)).acquire()

@@ -252,7 +252,7 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
     started = time.perf_counter()
     _remove_leftovers(where)
     try:
-        committed = write_dataset_info(where, config).state
+        before = write_dataset_info(where, config)
     except OSError as error:
         raise RunError(f"cannot write to {where.url}: {error}") from None
     run_token = uuid.uuid4().hex
@@ -260,7 +260,7 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
     staged = where.staging_file(plan_name)
     try:
         with open(staged, "wb") as plan_file:
-            planner, starts = plan_run(config, committed, records, plan_file)
+            planner, starts = plan_run(config, before.state, records, plan_file)
         report_selection(source, planner.per_category)
         summary = RunSummary(out=where.url, selected=planner.selected, skipped=planner.skipped)
         if not planner.tasks:
@@ -279,6 +279,9 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
 
     workers = config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     where_workers = f" on the cluster at {config.address}" if config.address else ""
+    if where.is_local and sum(node["Alive"] for node in ray.nodes()) > 1:
+        print(f"note: --out {where.url} is a local folder; every node of the cluster must see it at that path "
+              "(a shared filesystem), or use an object store URL", file=sys.stderr)
     print(f"{planner.objects} objects to process ({summary.skipped} already done) in {planner.tasks} shards "
           f"with {workers} workers{where_workers}", file=sys.stderr)
     # reading a task is one ranged read: it takes no CPU from the workers, and a few reader processes keep up
@@ -313,19 +316,25 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
             progress.update(shard["objects"])
             progress.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
             if lock.lost:
-                raise RunError(f"another run took over {where.url} (this run's lease had expired); stopped. "
-                               f"{summary.ok} objects were safely written")
+                break
     finally:
         progress.close()
+        if lock.lost:  # the output is another run's now: leave it alone
+            raise RunError(f"another run took over {where.url} (this run's lease had expired); stopped. "
+                           f"{summary.ok} objects were safely written")
         try:
             _remove_folder(where, ATTEMPTS_DIR)
             where.remove(plan_name)
-            write_dataset_info(where, config)
+            after = write_dataset_info(where, config)
         except OSError as error:
             raise RunError(f"cannot write the dataset's manifest to {where.url}: {error}; run the same command "
                            "again to finish") from None
     if unwritten:
         raise RunError(f"{unwritten[0]}. {summary.ok} objects were safely written; once {where.url} accepts "
                        "writes again, run the same command to resume")
+    if after.objects < before.objects + summary.ok:  # workers wrote where this machine cannot see
+        raise RunError(f"the workers made {summary.ok} samples but only {after.objects - before.objects} are in "
+                       f"{where.url} as this machine sees it: on a cluster, --out must be an object store URL or a "
+                       "shared filesystem mounted at the same path on every node")
     summary.seconds = time.perf_counter() - started
     return summary
