@@ -20,9 +20,11 @@ is gone as "missing upstream".
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 
 from voxforge.pipeline.downloads.archives import ArchiveError, safe_id
 from voxforge.pipeline.sources.base import ObjectRecord, SourceError
@@ -30,7 +32,6 @@ from voxforge.pipeline.sources.licenses import license_filter, license_name, lic
 from voxforge.pipeline.sources.objaverse import (
     ObjaverseAnnotations,
     attribution,
-    interleave,
     match_lvis,
     quiet_objaverse,
     seeded_order,
@@ -42,6 +43,17 @@ XL_SOURCES = ("sketchfab", "smithsonian", "thingiverse", "github")
 LOADABLE_TYPES = ("glb", "gltf", "obj", "stl", "ply", "off")
 GITHUB_BLOB = re.compile(r"^https://github\.com/([^/]+)/([^/]+)/blob/([0-9a-f]{7,40})/(.+)$")
 THINGIVERSE = re.compile(r"thing:(\d+).*fileId=(\d+)")
+RECORD_BATCH = 4096  # records made at a time (one metadata look-up for the batch's Sketchfab objects)
+
+
+def interleaved_rows(groups: list[tuple[str, Sequence, Sequence]]) -> Iterator[tuple[str, int, str]]:
+    """(label, row, LVIS name), one object of each category in turn, as the interleave of Objaverse's
+    selection does, without building the list."""
+    longest = max((len(rows) for _, rows, _ in groups), default=0)
+    for position in range(longest):
+        for label, rows, lvis in groups:
+            if position < len(rows):
+                yield label, rows[position], lvis[position]
 
 
 class ObjaverseXLSource(RemoteSource):
@@ -80,7 +92,7 @@ class ObjaverseXLSource(RemoteSource):
         return sorted(self.v1.lvis())
 
     def records(self, categories: list[str]):
-        yield from self.select(categories, None)
+        yield from self.stream(categories, None)
 
     def _keep(self, table, mask, what: str):
         kept = table[mask]
@@ -88,6 +100,12 @@ class ObjaverseXLSource(RemoteSource):
         return kept
 
     def select(self, categories: list[str] | None, limit: int | None) -> list[ObjectRecord]:
+        return list(self.stream(categories, limit))
+
+    def stream(self, categories: list[str] | None, limit: int | None) -> Iterator[ObjectRecord]:
+        """The selection, made as it is taken: the filtered table and, per category, the positions of its
+        rows in the seeded order (8 bytes per object) are held, and records are made a batch at a time,
+        not all at once (a record with its download spec is about 1 KB)."""
         table = self.annotations()
         table = self._keep(table, table["fileType"].astype(str).str.lower().isin(self.file_types),
                            f"file types {','.join(self.file_types)}")
@@ -101,21 +119,21 @@ class ObjaverseXLSource(RemoteSource):
         for label, group in labelled.groupby("label", sort=False):
             group = group.sort_values("identifier")  # a stable order, then the seed's permutation
             order = seeded_order(len(group), self.config.seed, label)
-            groups.append([(label, index, lvis) for index, lvis in zip(group.index[order], group["lvis"].iloc[order])])
-        chosen = interleave(groups)
-        chosen = chosen[:limit] if limit is not None else chosen
-        if not chosen:
+            groups.append((label, group.index.to_numpy()[order], group["lvis"].to_numpy()[order]))
+        total = sum(len(rows) for _, rows, _ in groups)
+        total = total if limit is None else min(total, limit)
+        if not total:
             raise SourceError(f"source {self.name!r} has no objects for categories {categories or 'all'} "
                               "after filtering")
-        sketchfab_uids = [self._uid(table.loc[i]) for _, i, _ in chosen if table.at[i, "source"] == "sketchfab"]
-        v1_meta = self.v1.metadata(sketchfab_uids) if sketchfab_uids else {}
-        records = []
-        for label, index, lvis_name in chosen:
-            try:
-                records.append(self.record(table.loc[index], label, lvis_name, v1_meta))
-            except (ArchiveError, KeyError, ValueError) as error:
-                self.note(f"skipped {table.at[index, 'fileIdentifier']}: {error}")
-        return records
+        chosen = itertools.islice(interleaved_rows(groups), total)
+        while batch := list(itertools.islice(chosen, RECORD_BATCH)):
+            sketchfab_uids = [self._uid(table.loc[i]) for _, i, _ in batch if table.at[i, "source"] == "sketchfab"]
+            v1_meta = self.v1.metadata(sketchfab_uids) if sketchfab_uids else {}
+            for label, index, lvis_name in batch:
+                try:
+                    yield self.record(table.loc[index], label, lvis_name, v1_meta)
+                except (ArchiveError, KeyError, ValueError) as error:
+                    self.note(f"skipped {table.at[index, 'fileIdentifier']}: {error}")
 
     def _label(self, table, categories: list[str] | None):
         """The rows the categories select, as a frame of ``label``, ``lvis`` (LVIS name or "") and
