@@ -81,7 +81,7 @@ class Location:
 
     @property
     def is_local(self) -> bool:
-        return "file" in _protocols(self.fs)
+        return "file" in protocols(self.fs)
 
     def path(self, relative: str = "") -> str:
         """The filesystem path of ``relative`` (what ``self.fs`` methods take)."""
@@ -90,9 +90,6 @@ class Location:
     def url_of(self, relative: str = "") -> str:
         """A full URL (or absolute local path) for ``relative``: for messages and for readers."""
         return posixpath.join(self.url.rstrip("/"), relative) if relative else self.url
-
-    def child(self, relative: str) -> "Location":
-        return Location(self.url_of(relative), self.fs, self.path(relative))
 
     def local_path(self, relative: str = "") -> Path:
         """``relative`` as a local path; only for local locations."""
@@ -128,35 +125,28 @@ class Location:
 
     def list_files(self, relative: str = "") -> dict[str, int]:
         """Name -> size of the files directly in ``relative`` (empty when the folder is absent)."""
-        try:
-            entries = self.fs.ls(self.path(relative), detail=True, refresh=True) if not self.is_local \
-                else self.fs.ls(self.path(relative), detail=True)
+        try:  # refresh: object-store listings are cached, and workers add files while a run lasts
+            entries = self.fs.ls(self.path(relative), detail=True, refresh=True)
         except FileNotFoundError:
             return {}
         return {posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0)
                 for e in entries if e.get("type") == "file"}
 
     # writing
-    def makedirs(self, relative: str = "") -> None:
-        if self.is_local:
-            os.makedirs(self.path(relative), exist_ok=True)  # object stores have no folders to make
-
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write ``data`` atomically (a reader sees the old file, or the new one whole)."""
-        if self.is_local:
-            target = Path(self.path(relative))
-            temporary = self.staging_file(relative)
-            try:
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
-            fsync_directory(target.parent)
-        else:
-            self.fs.pipe_file(self.path(relative), data)
+        if not self.is_local:
+            self.fs.pipe_file(self.path(relative), data)  # one PUT: visible whole or not at all
+            return
+        temporary = self.staging_file(relative)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.put_file(temporary, relative)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     def write_text(self, relative: str, text: str) -> None:
         self.write_bytes(relative, text.encode("utf-8"))
@@ -194,7 +184,8 @@ class Location:
             pass
 
 
-def _protocols(fs) -> tuple[str, ...]:
+def protocols(fs) -> tuple[str, ...]:
+    """The names a filesystem answers to (``("s3", "s3a")``, ``("file", "local")``)."""
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
@@ -232,13 +223,19 @@ def location(url: str | os.PathLike, storage_options: dict | None = None) -> Loc
     return Location(text.rstrip("/"), fs, path)
 
 
-def writable_location(url: str | os.PathLike, storage_options: dict | None = None) -> Location:
-    """A location a pipeline run can write a dataset to, proven writable (a small probe file is written
-    and removed); raises :class:`StorageError` with the reason otherwise."""
+def output_location(url: str | os.PathLike, storage_options: dict | None = None) -> Location:
+    """A location a pipeline run could write a dataset to (a known, installed, writable kind of
+    filesystem), without writing anything yet; raises :class:`StorageError` otherwise."""
     scheme = scheme_of(os.fspath(url))
     if scheme in NOT_WRITABLE:
         raise StorageError(f"--out {url}: cannot hold a pipeline run's output ({NOT_WRITABLE[scheme]})")
-    where = location(url, storage_options)
+    return location(url, storage_options)
+
+
+def writable_location(url: str | os.PathLike, storage_options: dict | None = None) -> Location:
+    """:func:`output_location`, proven writable (a small probe file is written and removed); raises
+    :class:`StorageError` with the reason otherwise."""
+    where = output_location(url, storage_options)
     probe = f".voxforge/write-test-{uuid.uuid4().hex[:12]}"
     try:
         where.write_bytes(probe, b"ok")

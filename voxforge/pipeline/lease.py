@@ -23,7 +23,7 @@ import time
 import uuid
 
 from voxforge.loaders import format as fmt
-from voxforge.storage import Location
+from voxforge.storage import Location, protocols
 
 log = logging.getLogger("voxforge")
 LEASE_FILE = f"{fmt.WORK_DIR}/lease.json"
@@ -169,7 +169,7 @@ class ObjectStoreLease:
 
 
 def _supports_if_match(fs) -> bool:
-    return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return "s3" in protocols(fs)
 
 
 def _etag_of(response) -> str | None:

@@ -35,7 +35,7 @@ from voxforge.pipeline.manifest import MergedCounts, merge_manifests
 from voxforge.pipeline.plan import Planner
 from voxforge.pipeline.sources import SourceError, create_source
 from voxforge.pipeline.splits import SPLITS, assign_split
-from voxforge.storage import NOT_WRITABLE, Location, StorageError, location, scheme_of, writable_location
+from voxforge.storage import Location, StorageError, output_location, writable_location
 
 log = logging.getLogger("voxforge")
 ATTRIBUTION_FILE = "attribution.csv"  # id, author, licence, source URL of downloaded objects
@@ -71,17 +71,6 @@ class RunSummary:
             lines.append(f"  ... and {self.failed - FAILURES_SHOWN} more failures (see manifest.jsonl)")
         lines.append(f"dataset: {self.out}")
         return "\n".join(lines)
-
-
-def output_location(out: str) -> Location:
-    """Check ``--out`` names a place a run can write to, before anything else happens (no write yet)."""
-    scheme = scheme_of(out)
-    if scheme in NOT_WRITABLE:
-        raise RunError(f"--out {out}: cannot hold a pipeline run's output ({NOT_WRITABLE[scheme]})")
-    try:
-        return location(out)
-    except StorageError as error:
-        raise RunError(str(error)) from None
 
 
 def _check_resume_compatible(where: Location, config: RunConfig) -> None:
@@ -188,7 +177,10 @@ def run(config: RunConfig) -> RunSummary:
     """Build (or resume) the dataset ``config`` describes; raises RunError, SourceError, ValueError for
     problems a user can fix, before any work where they can be known then."""
     config.validate()
-    output_location(config.out)  # an unusable --out fails before the (possibly long) selection
+    try:
+        output_location(config.out)  # an unusable --out fails before the (possibly long) selection
+    except StorageError as error:
+        raise RunError(str(error)) from None
     source = create_source(config.source, path=config.path, category_map=config.category_map, seed=config.seed,
                            config=config)
     records = iter(source.stream(config.categories, config.limit))
