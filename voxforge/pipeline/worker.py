@@ -38,6 +38,7 @@ class Prefetcher:
 
     def __init__(self, records: list[ObjectRecord], downloads: int, keep_meshes: bool) -> None:
         self.queue = [r for r in records if r.fetch]
+        self.position = {r.object_id: i for i, r in enumerate(self.queue)}
         self.ahead = max(1, downloads)
         self.keep_meshes = keep_meshes
         self.pool = ThreadPoolExecutor(self.ahead, thread_name_prefix="voxforge-fetch") if self.queue else None
@@ -58,7 +59,7 @@ class Prefetcher:
             return ""
         from voxforge.pipeline.downloads.hub import redact
 
-        self._top_up(next(i for i, r in enumerate(self.queue) if r.object_id == record.object_id))
+        self._top_up(self.position[record.object_id])
         try:
             self.futures[record.object_id].result()
         except Exception as error:  # one object's download never stops the run
