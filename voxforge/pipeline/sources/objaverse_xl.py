@@ -1,9 +1,9 @@
 """Objaverse-XL: objects from Sketchfab, the Smithsonian, Thingiverse and GitHub, by their annotation tables.
 
 The per-source parquet tables of ``allenai/objaverse-xl`` are fetched by our downloader (``HF_ENDPOINT``,
-retries, cache) into the folder layout of the ``objaverse`` package and read by ``objaverse.xl``'s
-own ``get_annotations`` (columns ``fileIdentifier``, ``source``, ``license``, ``fileType``, ``sha256``,
-``metadata``). Filters run in order and each reports how many objects it kept: sources
+retries, cache) into the folder layout of the ``objaverse`` package (columns ``fileIdentifier``,
+``license``, ``fileType``, ``sha256``, ``metadata``) and scanned a batch at a time with pyarrow, never
+held whole (:mod:`voxforge.pipeline.sources.xl_tables`). Filters run in order and each reports how many objects it kept: sources
 (``--objaverse-xl-sources``), file types (``--file-types``, default: those the loader reads),
 licences (``--licenses``), categories. Categories use the LVIS labels where they exist (the Sketchfab
 part, which is Objaverse 1.0); objects without labels are matched by keywords in their file name and
@@ -23,8 +23,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from pathlib import Path
 
 from voxforge.pipeline.downloads.archives import ArchiveError, safe_id
 from voxforge.pipeline.sources.base import ObjectRecord, SourceError
@@ -33,10 +33,9 @@ from voxforge.pipeline.sources.objaverse import (
     ObjaverseAnnotations,
     attribution,
     match_lvis,
-    quiet_objaverse,
-    seeded_order,
 )
 from voxforge.pipeline.sources.remote import RemoteSource
+from voxforge.pipeline.sources.xl_tables import Query, XLSelection, words_of
 
 XL_REPO = "allenai/objaverse-xl"
 XL_SOURCES = ("sketchfab", "smithsonian", "thingiverse", "github")
@@ -44,16 +43,6 @@ LOADABLE_TYPES = ("glb", "gltf", "obj", "stl", "ply", "off")
 GITHUB_BLOB = re.compile(r"^https://github\.com/([^/]+)/([^/]+)/blob/([0-9a-f]{7,40})/(.+)$")
 THINGIVERSE = re.compile(r"thing:(\d+).*fileId=(\d+)")
 RECORD_BATCH = 4096  # records made at a time (one metadata look-up for the batch's Sketchfab objects)
-
-
-def interleaved_rows(groups: list[tuple[str, Sequence, Sequence]]) -> Iterator[tuple[str, int, str]]:
-    """(label, row, LVIS name), one object of each category in turn, as the interleave of Objaverse's
-    selection does, without building the list."""
-    longest = max((len(rows) for _, rows, _ in groups), default=0)
-    for position in range(longest):
-        for label, rows, lvis in groups:
-            if position < len(rows):
-                yield label, rows[position], lvis[position]
 
 
 class ObjaverseXLSource(RemoteSource):
@@ -69,24 +58,12 @@ class ObjaverseXLSource(RemoteSource):
         self.v1 = ObjaverseAnnotations(self)
         self.folder = self.cache / "objaverse-xl"
 
-    def annotations(self):
-        """The selected sources' tables as one DataFrame, read by ``objaverse.xl``."""
-        import pandas as pd
-        from objaverse.xl import downloaders
-
-        quiet_objaverse()
-        frames = []
+    def tables(self) -> dict[str, Path]:
+        """The selected sources' parquet tables in the cache (fetched once), by source name."""
+        tables = {}
         for name in self.sources:
-            self.fetch_hub_file(XL_REPO, f"{name}/{name}.parquet", self.folder / name / f"{name}.parquet")
-            frame = downloaders[name].get_annotations(download_dir=str(self.folder))
-            frame["source"] = name
-            frames.append(frame)
-        table = pd.concat(frames, ignore_index=True)
-        if "metadata" not in table:
-            table["metadata"] = "{}"
-        counts = Counter(table["source"])
-        self.note(f"annotations: {len(table)} objects ({', '.join(f'{s} {counts[s]}' for s in self.sources)})")
-        return table
+            tables[name] = self.fetch_hub_file(XL_REPO, f"{name}/{name}.parquet", self.folder / name / f"{name}.parquet")
+        return tables
 
     def categories(self) -> list[str]:
         return sorted(self.v1.lvis())
@@ -94,82 +71,50 @@ class ObjaverseXLSource(RemoteSource):
     def records(self, categories: list[str]):
         yield from self.stream(categories, None)
 
-    def _keep(self, table, mask, what: str):
-        kept = table[mask]
-        self.note(f"{what}: kept {len(kept)} of {len(table)}")
-        return kept
-
     def select(self, categories: list[str] | None, limit: int | None) -> list[ObjectRecord]:
         return list(self.stream(categories, limit))
 
-    def stream(self, categories: list[str] | None, limit: int | None) -> Iterator[ObjectRecord]:
-        """The selection, made as it is taken: the filtered table and, per category, the positions of its
-        rows in the seeded order (8 bytes per object) are held, and records are made a batch at a time,
-        not all at once (a record with its download spec is about 1 KB)."""
-        table = self.annotations()
-        table = self._keep(table, table["fileType"].astype(str).str.lower().isin(self.file_types),
-                           f"file types {','.join(self.file_types)}")
+    def selection(self, categories: list[str] | None) -> XLSelection:
+        """The tables scanned and filtered (see :mod:`.xl_tables`), with this source's notes added."""
+        lvis = self.v1.lvis()
+        queries = [Query(query.strip(), frozenset(match_lvis(query, lvis)), words_of(query))
+                   for query in categories or []]
         keep = license_filter(self.config.licenses)
+        selection = XLSelection(self.tables(), lvis, self.file_types,
+                                None if keep is None else (lambda text: keep(license_slug(text))),
+                                queries, self.config.match_keywords, self.config.seed, self.folder / "selections")
+        selection.scan()
+        counts = selection.counts
+        total = sum(counts.rows.values())
+        self.note(f"annotations: {total} objects ({', '.join(f'{s} {counts.rows[s]}' for s in self.sources)})")
+        self.note(f"file types {','.join(self.file_types)}: kept {counts.after_types} of {total}")
         if keep is not None:
-            texts = table["license"].astype(str)
-            allowed = {text: keep(license_slug(text)) for text in texts.unique()}  # a few distinct texts
-            table = self._keep(table, texts.map(allowed).astype(bool), f"licences {','.join(self.config.licenses)}")
-        labelled = self._label(table, categories)
-        groups = []
-        for label, group in labelled.groupby("label", sort=False):
-            group = group.sort_values("identifier")  # a stable order, then the seed's permutation
-            order = seeded_order(len(group), self.config.seed, label)
-            groups.append((label, group.index.to_numpy()[order], group["lvis"].to_numpy()[order]))
-        total = sum(len(rows) for _, rows, _ in groups)
-        total = total if limit is None else min(total, limit)
-        if not total:
+            self.note(f"licences {','.join(self.config.licenses)}: kept {counts.after_licenses} of {counts.after_types}")
+        for query in queries:
+            hint = "" if self.config.match_keywords else f"; {counts.without_lvis} without LVIS labels skipped (--match-keywords)"
+            self.note(f"{query.label}: {query.by_lvis} by LVIS labels ({', '.join(sorted(query.lvis_names)) or 'no LVIS name'}), "
+                      f"{query.by_keyword} by keywords{hint}")
+        return selection
+
+    def stream(self, categories: list[str] | None, limit: int | None) -> Iterator[ObjectRecord]:
+        """The selection, made as it is taken: the tables are scanned a batch at a time and the kept rows
+        memory-mapped; per category, the positions of its rows in the seeded order (8 bytes per object) are
+        held, and records are made a batch at a time, not all at once (a record with its download spec is
+        about 1 KB)."""
+        selection = self.selection(categories)
+        if not selection.total:
             raise SourceError(f"source {self.name!r} has no objects for categories {categories or 'all'} "
                               "after filtering")
-        chosen = itertools.islice(interleaved_rows(groups), total)
+        chosen = selection.chosen(limit)
         while batch := list(itertools.islice(chosen, RECORD_BATCH)):
-            sketchfab_uids = [self._uid(table.loc[i]) for _, i, _ in batch if table.at[i, "source"] == "sketchfab"]
+            rows = selection.rows(batch)
+            sketchfab_uids = [self._uid(row) for row in rows if row["source"] == "sketchfab"]
             v1_meta = self.v1.metadata(sketchfab_uids) if sketchfab_uids else {}
-            for label, index, lvis_name in batch:
+            for (label, _), row in zip(batch, rows):
                 try:
-                    yield self.record(table.loc[index], label, lvis_name, v1_meta)
+                    yield self.record(row, label, row["lvis"] or "", v1_meta)
                 except (ArchiveError, KeyError, ValueError) as error:
-                    self.note(f"skipped {table.at[index, 'fileIdentifier']}: {error}")
-
-    def _label(self, table, categories: list[str] | None):
-        """The rows the categories select, as a frame of ``label``, ``lvis`` (LVIS name or "") and
-        ``identifier``, indexed like ``table`` (vectorized: the real tables have millions of rows)."""
-        import pandas as pd
-
-        lvis = self.v1.lvis()
-        uid_to_lvis = {u: name for name in sorted(lvis) for u in lvis[name]}
-        identifiers = table["fileIdentifier"].astype(str)
-        sketchfab = table["source"] == "sketchfab"
-        labels = identifiers.str.rstrip("/").str.rsplit("/", n=1).str[-1].map(uid_to_lvis).where(sketchfab).fillna("")
-        if not categories:
-            return pd.DataFrame({"label": labels.replace("", "unlabeled"), "lvis": labels, "identifier": identifiers})
-        text = None
-        if self.config.match_keywords:
-            names = identifiers.str.rsplit("/", n=1).str[-1]
-            text = (names + " " + table["metadata"].astype(str)).str.lower()
-        frames, taken = [], pd.Series(False, index=table.index)
-        for query in categories:
-            names = set(match_lvis(query, lvis))
-            by_lvis = labels.isin(names) & (labels != "")
-            by_keyword = pd.Series(False, index=table.index)
-            if text is not None:
-                words = [w for w in re.split(r"[^a-z0-9]+", query.lower()) if w]
-                by_keyword = ~sketchfab
-                for word in words:  # whole words: not preceded or followed by a letter or digit
-                    by_keyword &= text.str.contains(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", regex=True)
-                by_keyword &= ~by_lvis
-            hint = "" if text is not None else f"; {int((~sketchfab).sum())} without LVIS labels skipped (--match-keywords)"
-            self.note(f"{query}: {int(by_lvis.sum())} by LVIS labels ({', '.join(sorted(names)) or 'no LVIS name'}), "
-                      f"{int(by_keyword.sum())} by keywords{hint}")
-            selected = (by_lvis | by_keyword) & ~taken
-            taken |= selected
-            frames.append(pd.DataFrame({"label": query.strip(), "lvis": labels[selected],
-                                        "identifier": identifiers[selected]}))
-        return pd.concat(frames)
+                    self.note(f"skipped {row['fileIdentifier']}: {error}")
 
     @staticmethod
     def _uid(row) -> str:
