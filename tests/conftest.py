@@ -120,3 +120,16 @@ def mask_coverage(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray
 
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="module")
+def pyrender_no_aa():
+    """pyrender at 127 px without anti-aliasing (the reference Blender's renders are compared with)."""
+    from voxforge.renderers import get_renderer
+
+    renderer = get_renderer("pyrender")(127, supersample=1)
+    yield renderer
+    try:
+        renderer.close()
+    except Exception:  # noqa: BLE001 - Blender's Workbench used EGL in this process too: its context
+        pass  # teardown can fail at the very end (a pipeline worker never holds both renderers)

@@ -127,16 +127,6 @@ def test_a_worker_due_for_recycling_exits_and_says_why(tmp_path):
     assert WorkerRecycler(memory_limit_bytes=1).reason().startswith("it holds")  # any process is above 1 byte
 
 
-@pytest.fixture(scope="module")
-def pyrender_no_aa():
-    renderer = get_renderer("pyrender")(127, supersample=1)
-    yield renderer
-    try:
-        renderer.close()
-    except Exception:  # noqa: BLE001 - Blender's Workbench used EGL in this process too: its context
-        pass  # teardown can fail at the very end (a pipeline worker never holds both renderers)
-
-
 @pytest.mark.blender
 @needs_bpy
 @pytest.mark.parametrize("engine", ["cycles", "workbench"])

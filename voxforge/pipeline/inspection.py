@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +32,31 @@ def summarize(path: str | Path) -> str:
     lines.append(f"failed: {len(failed)}")
     for row in failed:
         lines.append(f"  {row['id']} ({row['category']}): {row['error']}")
+    lines += warning_lines(ok)
     return "\n".join(lines)
+
+
+def warning_kind(warning: str) -> str:
+    """A warning's kind: its words before the first file name or detail ("texture image ... is missing")."""
+    head = warning.split(":", 1)[0]
+    return re.sub(r"\S*[./\\]\S*|\d+", "…", head)
+
+
+def warning_lines(rows: list[dict], examples: int = 3) -> list[str]:
+    """Samples with warnings (kept, but something in their file was not fully honoured), per kind with
+    a few examples."""
+    warned = [r for r in rows if r.get("warnings")]
+    if not warned:
+        return []
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for row in warned:
+        for warning in row["warnings"]:
+            kinds.setdefault(warning_kind(warning), []).append((row["id"], warning))
+    lines = [f"with warnings: {len(warned)}"]
+    for kind, found in sorted(kinds.items(), key=lambda item: -len(item[1])):
+        lines.append(f"  {len(found)} x {kind}")
+        lines += [f"    {object_id}: {warning}" for object_id, warning in found[:examples]]
+    return lines
 
 
 def _overlay(image: np.ndarray, sample: dict, view: int) -> Image.Image:

@@ -32,11 +32,12 @@ from voxforge.storage import Location, location
 READ_BATCH = 256  # shard manifests fetched at once (object stores fetch a batch concurrently)
 
 
-def manifest_row(meta: dict, status: str, error: str = "", shard: str = "", key: str = "") -> dict:
+def manifest_row(meta: dict, status: str, error: str = "", shard: str = "", key: str = "",
+                 warnings: list[str] | None = None) -> dict:
     row = {
         "id": meta["id"], "category": meta.get("category", ""), "source": meta.get("source", ""),
         "split": meta.get("split", ""), "license": meta.get("license", ""), "status": status,
-        "error": error, "shard": shard, "key": key,
+        "error": error, "shard": shard, "key": key, "warnings": list(warnings or []),
     }
     extra = meta.get("extra") or {}
     if extra.get("source_url"):  # attribution of downloaded objects (CC-BY asks for author and source)
@@ -118,7 +119,8 @@ def recover_shard_manifest(where: Location, split: str, index: int) -> ShardMani
     manifest = ShardManifest(split=split, index=index, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
                              run="recovered")
     for key, members in group_samples(iter_tar_members(io.BytesIO(data), where.url_of(name))):
-        manifest.rows.append(manifest_row(json.loads(members[fmt.META]), "ok", shard=name, key=key))
+        meta = json.loads(members[fmt.META])
+        manifest.rows.append(manifest_row(meta, "ok", shard=name, key=key, warnings=meta.get("warnings")))
     where.write_bytes(shard_manifest_path(split, index), manifest.to_json())
     return manifest
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from voxforge.loaders import format as fmt
+from voxforge.meshio import import_bytes_of, warnings_of
 from voxforge.pipeline.config import RunConfig
 from voxforge.pipeline.meshes import flatten, validate_and_normalize
 from voxforge.pipeline.sources import ObjectRecord, load_record, local_mesh_file
@@ -43,15 +44,16 @@ def file_sha256(path: str) -> str:
 
 
 def load_stage(record: ObjectRecord) -> dict:
-    """Mesh in the object frame (the scene for rendering, one triangle soup for geometry)."""
+    """Mesh in the object frame (the scene for rendering, one triangle soup for geometry), and the warnings
+    of reading it (see :mod:`voxforge.meshio`)."""
     scene, normalization = validate_and_normalize(load_record(record))
     vertices, faces = flatten(scene)
     mesh_file = local_mesh_file(record)  # a download source's copy in the cache, else the record's uri
     source_hash = file_sha256(mesh_file) if os.path.isfile(mesh_file) else ""
     if source_hash:  # renderers that read the file themselves (Blender) place it with this matrix
-        attach_source_file(scene, mesh_file, normalization.matrix())
+        attach_source_file(scene, mesh_file, normalization.matrix(), data=import_bytes_of(scene))
     return {"scene": scene, "vertices": vertices, "faces": faces, "normalization": normalization,
-            "source_sha256": source_hash}
+            "source_sha256": source_hash, "warnings": warnings_of(scene)}
 
 
 def camera_ranges(config: RunConfig) -> CameraRanges:
@@ -128,6 +130,8 @@ def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict,
             "K": cameras.K.tolist(), "world_to_camera": cameras.world_to_camera.tolist(),
         },
         "lights": [rig.as_dict() for rig in rendered["lights"]],
+        # what reading the file or rendering it could not fully honour (a missing texture, ...)
+        "warnings": list(dict.fromkeys(loaded.get("warnings", []) + rendered["render"].warnings)),
         "voxels": {"resolution": grid.resolution, "origin": grid.origin.tolist(), "voxel_size": grid.voxel_size,
                    "fill": config.fill, "surface": config.voxel_surface, "wireframe": config.wireframe,
                    "occupied": int(grid.occupancy.sum())},

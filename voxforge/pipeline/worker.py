@@ -144,7 +144,8 @@ class ShardWorker:
                         members = make_sample(record, task.split, self.renderer, self.backgrounds, self.config)
                         key = fmt.sample_key(record.object_id)
                         builder.add(key, members)
-                        manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key))
+                        warnings = json.loads(members[fmt.META]).get("warnings", [])
+                        manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key, warnings=warnings))
                     except SampleError as error:
                         reason = str(error)
                     finally:

@@ -8,7 +8,7 @@ and returns straight (not premultiplied) colour, alpha and depth.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import trimesh
@@ -67,10 +67,13 @@ class SourceFile:
 
     path: str
     source_to_object: np.ndarray
+    # the bytes to import in place of ``path`` (same format as its suffix says), when the pipeline decoded
+    # the file into a plain equivalent (glTF: see voxforge.meshio.gltf) so every renderer reads the same
+    data: bytes | None = None
 
 
-def attach_source_file(scene: trimesh.Scene, path: str, source_to_object: np.ndarray) -> None:
-    scene.metadata[SOURCE_FILE_KEY] = SourceFile(str(path), np.asarray(source_to_object, float))
+def attach_source_file(scene: trimesh.Scene, path: str, source_to_object: np.ndarray, data: bytes | None = None) -> None:
+    scene.metadata[SOURCE_FILE_KEY] = SourceFile(str(path), np.asarray(source_to_object, float), data)
 
 
 def source_file_of(scene: trimesh.Scene) -> SourceFile | None:
@@ -85,6 +88,7 @@ class RenderResult:
     color: np.ndarray  # (V, H, W, 3) uint8, not premultiplied
     alpha: np.ndarray  # (V, H, W) uint8
     depth: np.ndarray  # (V, H, W) float32
+    warnings: list[str] = field(default_factory=list)  # what the renderer could not honour (recorded with the sample)
 
 
 class Renderer(ABC):

@@ -17,6 +17,7 @@ import posixpath
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin
 
+from voxforge.meshio.mtl import texture_name
 from voxforge.pipeline.downloads.archives import ArchiveError, safe_member_path
 from voxforge.pipeline.downloads.cache import filled_atomically, path_lock
 from voxforge.pipeline.downloads.http import DownloadError, DownloadSettings, fetch_file
@@ -27,9 +28,7 @@ MAX_COMPANIONS = 64
 MAX_REFERENCE_FILE = 64 << 20  # OBJ / MTL / glTF files larger than this are not scanned for references
 TEXTURE_KEYS = ("map_ka", "map_kd", "map_ks", "map_ke", "map_ns", "map_d", "map_bump", "bump", "disp", "decal",
                 "refl", "norm", "map_pr", "map_pm", "map_ps", "map_norm")
-# MTL texture options and how many arguments each takes (-o, -s, -t take 1 to 3 numbers)
-OPTION_ARGUMENTS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1, "-clamp": 1, "-imfchan": 1,
-                    "-mm": 2, "-texres": 1, "-type": 1, "-o": 3, "-s": 3, "-t": 3}
+
 
 
 def contained(folder: str, name: str) -> str | None:
@@ -43,28 +42,6 @@ def contained(folder: str, name: str) -> str | None:
         return None if joined == "." else str(safe_member_path(joined))
     except ArchiveError:
         return None
-
-
-def _texture_name(arguments: list[str]) -> str:
-    """The file name of an MTL ``map_*`` line's arguments: options skipped, the rest (spaces kept)."""
-    index, last = 0, len(arguments) - 1  # the file name needs at least the last token
-    while index < last and arguments[index].lower() in OPTION_ARGUMENTS:
-        wanted = OPTION_ARGUMENTS[arguments[index].lower()]
-        index += 1
-        numeric_only = wanted == 3  # -o / -s / -t take 1 to 3 numbers
-        for _ in range(wanted):
-            if index >= last or (numeric_only and not _is_number(arguments[index])):
-                break
-            index += 1
-    return " ".join(arguments[index:])
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
 
 
 def _lines(path: Path) -> list[str]:
@@ -90,7 +67,7 @@ def references(path: Path, relative: str) -> list[str]:
         for line in _lines(path):
             parts = line.split()
             if len(parts) > 1 and parts[0].lower() in TEXTURE_KEYS:
-                names.append(_texture_name(parts[1:]))
+                names.append(texture_name(parts[1:]))
     elif suffix == ".gltf":
         try:
             document = json.loads(path.read_text()) if path.stat().st_size <= MAX_REFERENCE_FILE else {}

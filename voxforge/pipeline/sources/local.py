@@ -121,5 +121,6 @@ class LocalSource(Source):
             from voxforge.renderers.blender.importers import load_with_blender
 
             return load_with_blender(record.uri)
-        # process=False: keep the file as it is, so broken input (NaN vertices) is reported, not hidden
-        return trimesh.load(record.uri, force="scene", process=False)
+        from voxforge.meshio import load_mesh_file
+
+        return load_mesh_file(record.uri)

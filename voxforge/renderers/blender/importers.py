@@ -9,7 +9,9 @@ imported root object under one empty whose matrix is ``source_to_object @ invers
 OBJ, PLY and STL importers are told to keep the file's axes). The result is then checked against the
 pipeline's own triangles (bounding box and area-weighted centroid); a file Blender reads differently
 (an axis or unit convention, or n-gons with holes that the two readers triangulate differently) is
-rendered from the pipeline's triangles instead, with a warning, so images and voxels always agree.
+rendered from the pipeline's triangles instead, and the sample records a warning with both readings'
+bounds, so images and voxels always agree. glTF files are imported as the plain GLB the pipeline decoded
+them into (``SourceFile.data``; see :mod:`voxforge.meshio.gltf`), so both read the same accessors.
 
 Formats Blender cannot read (OFF; COLLADA, whose importer Blender 5.0 removed: trimesh reads it with
 pycollada) are built from the trimesh scene, colours and textures included. FBX and ``.blend``
@@ -152,13 +154,31 @@ def drop_outside_files(bpy, mesh_path: Path) -> None:
         if location == root or location.startswith(root + os.sep):
             continue
         log.warning("%s: ignoring texture %s, outside the mesh's folder", mesh_path.name, image.filepath)
-        for material in bpy.data.materials:
-            for node in material.node_tree.nodes if material.node_tree else ():
-                if node.type == "TEX_IMAGE" and node.image == image:
-                    for output in node.outputs:
-                        for link in list(output.links):
-                            material.node_tree.links.remove(link)
-        bpy.data.images.remove(image)
+        _forget_image(bpy, image)
+
+
+def _forget_image(bpy, image) -> None:
+    """Unlink every image-texture node showing ``image`` (its material falls back to the base colour) and
+    remove the image."""
+    for material in bpy.data.materials:
+        for node in material.node_tree.nodes if material.node_tree else ():
+            if node.type == "TEX_IMAGE" and node.image == image:
+                for output in node.outputs:
+                    for link in list(output.links):
+                        material.node_tree.links.remove(link)
+    bpy.data.images.remove(image)
+
+
+def drop_missing_images(bpy) -> list[str]:
+    """Unlink image textures whose file could not be read (absent, or a format Blender cannot decode), so
+    their materials show the base colour instead of Blender's magenta placeholder; returns their names."""
+    missing = []
+    for image in list(bpy.data.images):
+        if image.source not in ("FILE", "SEQUENCE") or tuple(image.size) != (0, 0):
+            continue
+        missing.append(image.name)
+        _forget_image(bpy, image)
+    return missing
 
 
 def place_in_object_frame(bpy, objects: list, source_to_object: np.ndarray, to_blender: np.ndarray):

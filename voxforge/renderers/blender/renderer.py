@@ -38,10 +38,12 @@ from voxforge.renderers.blender.geometry import (
     blender_matrix, build_from_trimesh, linear_to_srgb, srgb_to_linear, trimesh_triangles,
 )
 from voxforge.renderers.blender.importers import (
-    BlenderImportError, frame_mismatch, import_file, importer_for, place_in_object_frame,
+    BlenderImportError, drop_missing_images, frame_mismatch, import_file, importer_for, place_in_object_frame,
 )
 from voxforge.renderers.blender.lighting import LightingRig, MaterialJitter, blender_lights
 from voxforge.renderers.cameras import CameraSet, finer_grid_intrinsics
+
+BLENDER_ONLY_SUFFIXES = (".fbx", ".blend")  # files only Blender reads: their textures are only checked here
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +182,7 @@ class BlenderRenderer(Renderer):
         with runtime.blender_output():
             runtime.clear_object_data()
             self._configure_scene()  # another renderer in this process may have changed the settings
-        self._load_object(scene)
+        warnings = self._load_object(scene)
         bpy = self.bpy
         with runtime.blender_output():
             self._prepare_materials()
@@ -203,26 +205,44 @@ class BlenderRenderer(Renderer):
                 bpy.context.scene.render.filepath = str(output)
                 bpy.ops.render.render(write_still=True)
             color[view], alpha[view], depth[view] = self._read_view(output)
-        return RenderResult(color=color, alpha=alpha, depth=depth)
+        return RenderResult(color=color, alpha=alpha, depth=depth, warnings=warnings)
 
-    def _load_object(self, scene: trimesh.Scene) -> None:
+    def _load_object(self, scene: trimesh.Scene) -> list[str]:
+        """Import the object's file (or the plain equivalent the pipeline decoded it into) and place it in the
+        object frame; returns warnings for the sample.
+
+        Policy when Blender's reading differs from the pipeline's triangles (bounds or centroid): the
+        pipeline's triangles are rendered, so images, voxels and points show the same geometry, and the
+        sample records a warning saying so (with both readings' bounds)."""
         bpy = self.bpy
         source = source_file_of(scene)
+        warnings: list[str] = []
         if source is not None and importer_for(source.path) is not None:
-            imported = import_file(bpy, source.path)
+            path = Path(source.path)
+            if source.data is not None:  # e.g. glTF decoded by the specification: Blender reads the same bytes
+                path = self.scratch / "object.glb"
+                path.write_bytes(source.data)
+            imported = import_file(bpy, path)
             with runtime.blender_output():
-                place_in_object_frame(bpy, imported, source.source_to_object, importer_for(source.path).to_blender)
+                missing = drop_missing_images(bpy)
+                place_in_object_frame(bpy, imported, source.source_to_object, importer_for(path).to_blender)
                 mismatch = frame_mismatch(bpy, trimesh_triangles(scene))
+            if Path(source.path).suffix.lower() in BLENDER_ONLY_SUFFIXES:  # the pipeline's reader saw no textures
+                warnings += [f"texture image {name} could not be loaded: rendered with the material's base colour"
+                             for name in missing]
             if mismatch is None:
-                return
+                return warnings
             log.warning("Blender read %s differently from the pipeline (%s); rendering the pipeline's "
                         "triangles instead", Path(source.path).name, mismatch)
+            warnings.append(f"Blender read {Path(source.path).name} differently from voxforge ({mismatch}); "
+                            "rendered voxforge's triangles")
             with runtime.blender_output():
                 runtime.clear_object_data()
         with runtime.blender_output():
             objects = build_from_trimesh(bpy, scene, bpy.context.scene.collection)
         if not objects:
             raise BlenderImportError("the scene has no triangle meshes to render")
+        return warnings
 
     def _prepare_materials(self) -> None:
         """Opaque materials, and what Workbench shows (a material's viewport colour or its active image).
