@@ -444,3 +444,21 @@ def test_ply_polygons_are_ear_clipped_and_keep_their_colours(tmp_path, binary):
     assert mesh.area == pytest.approx(7.0 + 4.5 + 6.0)  # the U cap (its notch open), the triangle, the quad
     colours = [tuple(c[:3]) for c in mesh.visual.face_colors.tolist()]
     assert colours == [(255, 0, 0)] * 6 + [(0, 255, 0)] + [(0, 0, 255)] * 2
+
+
+def test_a_file_named_in_latin1_becomes_a_sample(tmp_path, pyrender_no_aa):
+    import os
+
+    from voxforge.pipeline.sources.local import LocalSource
+    from voxforge.renderers.backgrounds import BackgroundPool
+
+    folder = os.fsencode(tmp_path) + b"/caf\xe9s"
+    os.mkdir(folder)
+    with open(folder + b"/ma\xefs.obj", "wb") as handle:
+        handle.write(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n")
+    (record,) = LocalSource(tmp_path).select(None, None)
+    assert record.object_id == "caf%E9s/ma%EFs.obj" and record.category == "caf%E9s"
+    members = make_sample(record, "train", pyrender_no_aa, BackgroundPool(None), RunConfig(views=1, size=127))
+    meta = json.loads(members["json"])
+    assert meta["id"] == "caf%E9s/ma%EFs.obj" and meta["source_uri"] == "ma%EFs.obj"
+    assert meta["voxels"]["occupied"] > 0

@@ -72,7 +72,7 @@ def load_mesh_file(path: str | Path) -> trimesh.Scene:
         from voxforge.meshio.gltf import plain_glb
 
         glb, warnings = plain_glb(path)
-        scene = _trimesh_load(trimesh.util.wrap_as_stream(glb), "glb", path)
+        scene = trimesh_load(path, data=glb, file_type="glb")
         scene.metadata[IMPORT_BYTES_KEY] = Attached(glb)
     elif suffix == ".obj":
         from voxforge.meshio.obj import load_obj
@@ -87,12 +87,20 @@ def load_mesh_file(path: str | Path) -> trimesh.Scene:
 
         scene = load_off(path)
     else:
-        # process=False: keep the file as it is, so broken input (NaN vertices) is reported, not hidden
-        scene = trimesh.load(str(path), force="scene", process=False)
+        scene = trimesh_load(path)
     scene.metadata[WARNINGS_KEY] = warnings
     return scene
 
 
-def _trimesh_load(stream, file_type: str, path: Path, resolver=None) -> trimesh.Scene:
-    return trimesh.load(stream, file_type=file_type, force="scene", process=False, resolver=resolver,
-                        metadata={"file_name": path.name})
+def trimesh_load(path: Path, data: bytes | None = None, file_type: str | None = None) -> trimesh.Scene:
+    """trimesh's reading of ``path`` (or of ``data`` in its place), with the companions resolver of
+    :mod:`.names` and a file name every output can hold (a latin-1 byte in a name must not fail the
+    scene graph's UTF-8 hashing). ``process=False``: the file as it is, so broken input (NaN vertices) is
+    reported, not hidden."""
+    from voxforge.meshio.names import FolderResolver, portable_name
+
+    if data is None:
+        data = path.read_bytes()
+    return trimesh.load(trimesh.util.wrap_as_stream(data), file_type=file_type or path.suffix.lower().lstrip("."),
+                        resolver=FolderResolver(str(path)), force="scene", process=False,
+                        metadata={"file_name": portable_name(path.name)})

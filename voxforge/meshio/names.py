@@ -20,6 +20,15 @@ import trimesh
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
 
 
+def portable_name(name: str) -> str:
+    """A file name as text every output can hold: bytes that are not UTF-8 (a ``caf\\xe9.obj`` written on
+    a latin-1 system reaches Python as a lone surrogate) become ``%E9``, so ids, categories and manifests
+    encode; the record's ``uri`` keeps the real name for opening the file."""
+    if not any("\udc80" <= c <= "\udcff" for c in name):
+        return name
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in name)
+
+
 def name_candidates(name: str | bytes) -> list[str]:
     """File-system names (``os.fsdecode`` form) a referenced name may stand for, most likely first."""
     found: list[str] = []
@@ -71,6 +80,11 @@ def find_companion(folder: Path, name: str | bytes) -> Path | None:
 
 class FolderResolver(trimesh.resolvers.FilePathResolver):
     """trimesh's folder resolver, finding names written in other encodings or letter cases too."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        # trimesh names geometry after these and hashes the names as UTF-8
+        self.file_path, self.file_name = portable_name(self.file_path), portable_name(self.file_name)
 
     def get(self, name: str) -> bytes:
         path = find_companion(Path(self.parent), name)

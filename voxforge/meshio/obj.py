@@ -13,7 +13,6 @@ Texture images a material library names that are not beside the file are reporte
 
 from __future__ import annotations
 
-import io
 import re
 import warnings
 from pathlib import Path
@@ -21,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from voxforge.meshio import MeshFileError
+from voxforge.meshio import MeshFileError, trimesh_load
 from voxforge.meshio.mtl import texture_name
-from voxforge.meshio.names import FolderResolver, find_companion
+from voxforge.meshio.names import find_companion
 from voxforge.meshio.polygons import newell_normals, triangulate
 
 # a face line of four or more corners; the literal "\nf" start lets the search skip ahead quickly
@@ -40,10 +39,7 @@ def load_obj(path: Path) -> tuple[trimesh.Scene, list[str]]:
     data = path.read_bytes()
     warnings = missing_textures(path, data)
     rewritten = concave_faces_triangulated(data)  # None: no concave polygon, trimesh's fans are right
-    scene = trimesh.load(io.BytesIO(data if rewritten is None else rewritten), file_type="obj",
-                         resolver=FolderResolver(str(path)), force="scene", process=False,
-                         metadata={"file_name": path.name})
-    return scene, warnings
+    return trimesh_load(path, data if rewritten is None else rewritten), warnings
 
 
 def concave_faces_triangulated(data: bytes) -> bytes | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from voxforge.meshio import MeshFileError
+from voxforge.meshio import MeshFileError, trimesh_load
 from voxforge.meshio.polygons import faces_of
 
 INDEX_NAMES = ("vertex_indices", "vertex_index")
@@ -35,7 +35,7 @@ def load_ply(path: Path) -> tuple[trimesh.Scene, list[str]]:
             if "unexpected length" in str(error) and not is_ascii and lists:
                 raise MeshFileError("binary PLY whose faces have different numbers of corners (or a file cut "
                                     "short): only fixed-size face lists are read in binary PLY") from error
-            return trimesh.load(str(path), force="scene", process=False), []
+            return trimesh_load(path), []
     face = elements.get("face", {}).get("data")
     polygons = _index_lists(face)
     if polygons is None or all(len(p) == 3 for p in polygons):  # what trimesh.load does, without reading twice

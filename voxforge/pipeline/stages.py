@@ -22,6 +22,7 @@ from PIL import Image
 
 from voxforge.loaders import format as fmt
 from voxforge.meshio import import_bytes_of, warnings_of
+from voxforge.meshio.names import portable_name
 from voxforge.pipeline.config import RunConfig
 from voxforge.pipeline.meshes import flatten, validate_and_normalize
 from voxforge.pipeline.sources import ObjectRecord, load_record, local_mesh_file
@@ -119,7 +120,7 @@ def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict,
         "format_version": fmt.FORMAT_VERSION,
         "id": record.object_id, "category": record.category, "source": record.source, "split": split,
         "license": record.license, "synset_id": record.synset_id, "model_id": record.model_id,
-        "source_uri": record.uri if record.source != "local" else os.path.basename(record.uri),
+        "source_uri": record.uri if record.source != "local" else portable_name(os.path.basename(record.uri)),
         "source_sha256": loaded["source_sha256"], "extra": record.extra,
         "normalization": loaded["normalization"].as_dict(),
         "image_size": config.size, "views": config.views, "renderer": config.renderer,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trimesh
 
+from voxforge.meshio.names import portable_name
 from voxforge.pipeline.sources.base import ObjectRecord, Source, SourceError
 from voxforge.pipeline.sources.shapenet_taxonomy import category_name, shapenet_aliases
 
@@ -74,7 +75,7 @@ class LocalSource(Source):
         for prefix in sorted(self.mapping, key=len, reverse=True):  # the most specific entry wins
             if posix == prefix or posix.startswith(prefix + "/") or posix.rsplit(".", 1)[0] == prefix:
                 return self.mapping[prefix]
-        return relative.parts[0] if len(relative.parts) > 1 else self.root.name
+        return portable_name(relative.parts[0] if len(relative.parts) > 1 else self.root.name)
 
     def _scan(self) -> Iterator[ObjectRecord]:
         files = sorted(
@@ -98,8 +99,8 @@ class LocalSource(Source):
                 continue
             relative = path.relative_to(self.root)
             yield ObjectRecord(
-                object_id=relative.as_posix(), category=self._category_for(relative), source=self.name,
-                uri=str(path), model_id=relative.as_posix(),
+                object_id=portable_name(relative.as_posix()), category=self._category_for(relative),
+                source=self.name, uri=str(path), model_id=portable_name(relative.as_posix()),
             )
 
     def categories(self) -> list[str]:
