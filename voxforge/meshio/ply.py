@@ -4,11 +4,13 @@ trimesh reads PLY elements well but triangulates faces of more than three corner
 concave ones). When a file has such faces, its elements are read with trimesh's own PLY parser, each
 polygon is replaced by the triangles :mod:`voxforge.meshio.polygons` makes (other per-face properties,
 e.g. colours, repeated for each of a polygon's triangles), and trimesh builds the mesh from those
-elements. Files of triangles only take trimesh's ordinary path.
+elements. Files of triangles only take trimesh's ordinary path. Binary files whose faces have different
+numbers of corners, which trimesh's vectorized binary reader refuses, are read row by row.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +27,22 @@ def load_ply(path: Path) -> tuple[trimesh.Scene, list[str]]:
     # trimesh's PLY parser is internal API (trimesh is pinned); it fills ``elements`` in place
     from trimesh.exchange import ply as trimesh_ply
 
-    is_ascii, lists = True, False
     with open(path, "rb") as handle:
         try:
             elements, is_ascii, image_name = trimesh_ply._parse_header(handle)
-            lists = _has_face_lists(elements)  # before parsing: the binary parser rewrites the list types
-            (trimesh_ply._ply_ascii if is_ascii else trimesh_ply._ply_binary)(elements, handle)
-        except Exception as error:  # let trimesh's ordinary path raise its own words for a broken file
-            if "unexpected length" in str(error) and not is_ascii and lists:
-                raise MeshFileError("binary PLY whose faces have different numbers of corners (or a file cut "
-                                    "short): only fixed-size face lists are read in binary PLY") from error
+        except Exception:  # not a PLY trimesh can parse: its ordinary path says why in its own words
             return trimesh_load(path), []
+        start = handle.tell()
+        pristine = copy.deepcopy(elements)  # the binary parser rewrites list types as it goes
+        try:
+            (trimesh_ply._ply_ascii if is_ascii else trimesh_ply._ply_binary)(elements, handle)
+        except Exception as error:
+            if is_ascii or not _has_face_lists(pristine):
+                return trimesh_load(path), []
+            # trimesh's binary reader takes lists of one fixed size only ("PLY is unexpected length!")
+            handle.seek(start)
+            elements = pristine
+            _read_binary_with_lists(elements, handle.read(), str(error))
     face = elements.get("face", {}).get("data")
     polygons = _index_lists(face)
     if polygons is None or all(len(p) == 3 for p in polygons):  # what trimesh.load does, without reading twice
@@ -64,6 +71,39 @@ def load_ply(path: Path) -> tuple[trimesh.Scene, list[str]]:
     elements["face"]["data"] = triangulated
     kwargs = trimesh_ply._elements_to_kwargs(elements=elements, fix_texture=True, image=None)
     return trimesh.Scene(trimesh.Trimesh(**kwargs, process=False)), warnings
+
+
+def _read_binary_with_lists(elements: dict, data: bytes, why: str) -> None:
+    """Fill ``elements`` (trimesh's header layout) from binary PLY ``data`` whose list properties vary in
+    length, row by row (only files trimesh's vectorized reader refuses come here)."""
+    offset = 0
+
+    def take(kind: str, count: int = 1) -> np.ndarray:
+        nonlocal offset
+        dtype = np.dtype(kind)
+        if offset + dtype.itemsize * count > len(data):
+            raise MeshFileError(f"binary PLY cut short: the header declares more data than the file holds ({why})")
+        values = np.frombuffer(data, dtype, count=count, offset=offset)
+        offset += dtype.itemsize * count
+        return values
+
+    for element in elements.values():
+        properties, rows = element["properties"], int(element["length"])
+        if not any("$LIST" in str(kind) for kind in properties.values()):
+            table = take(np.dtype([(name, kind) for name, kind in properties.items()]).descr, rows) if rows else None
+            element["data"] = {name: (table[name] if table is not None else np.zeros(0)).reshape(-1, 1)
+                               for name in properties}
+            continue
+        columns: dict[str, list] = {name: [] for name in properties}
+        for _ in range(rows):
+            for name, kind in properties.items():
+                if "$LIST" in str(kind):  # "<u1, ($LIST,)<i4": the count's type, then the items'
+                    count_kind, item_kind = (part.strip() for part in str(kind).split(", ($LIST,)"))
+                    columns[name].append(take(item_kind, int(take(count_kind)[0])).copy())
+                else:
+                    columns[name].append(take(kind)[0])
+        element["data"] = {name: (np.array(values + [None], dtype=object)[:-1] if "$LIST" in str(properties[name])
+                                  else np.array(values)) for name, values in columns.items()}
 
 
 def _image(path: Path, name: str | None):
