@@ -92,19 +92,7 @@ def small_config(out: Path, **overrides):
     return RunConfig(**values)
 
 
-def projection_hits(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray, mask: np.ndarray,
-                    tolerance_px: int = 1) -> np.ndarray:
-    """Per point: does it project within ``tolerance_px`` of the mask? (Rasterized edges are 1 px soft.)"""
-    from voxforge.renderers.cameras import project
-
-    if tolerance_px:
-        mask = ndimage.binary_dilation(mask, iterations=tolerance_px)
-    pixels = np.rint(project(points, K, world_to_camera)[0]).astype(int)
-    height, width = mask.shape
-    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
-    hits = np.zeros(len(points), bool)
-    hits[inside] = mask[pixels[inside, 1], pixels[inside, 0]]
-    return hits
+from voxforge.pipeline.alignment import projection_hits  # noqa: E402,F401  (tests import it from here)
 
 
 def mask_coverage(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray, mask: np.ndarray) -> float:

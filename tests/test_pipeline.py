@@ -149,21 +149,24 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path, ray_local, shared_
 
 
 def test_crashing_and_hanging_objects_are_isolated(tmp_path, ray_local):
-    """All six objects in one shard task: the worker dies on one, hangs on another; the shard is made
-    again without them and holds the three good samples."""
+    """All six objects in one shard task: the worker dies on one, hangs on another, is stopped (SIGSTOP:
+    its own watchdog thread stops too) on a third; the shard is made again without them and holds the
+    good samples."""
     config = small_config(tmp_path, limit=6, timeout=8, max_attempts=1, shard_size=6, min_shards=1,
                           split_ratios=(1.0, 0.0, 0.0),
-                          fault_injection={"chair/000000": "crash", "table/000000": "hang", "car/000000": "error"})
+                          fault_injection={"chair/000000": "crash", "table/000000": "hang", "car/000000": "error",
+                                           "lamp/000000": "stop"})
     summary = run(config)
     failed = dict(summary.failures)
-    assert summary.ok == 3 and set(failed) == {"chair/000000", "table/000000", "car/000000"}
+    assert summary.ok == 2 and set(failed) == {"chair/000000", "table/000000", "car/000000", "lamp/000000"}
     assert "died" in failed["chair/000000"]
     assert "timed out" in failed["table/000000"]
+    assert "timed out" in failed["lamp/000000"] and "ended from outside" in failed["lamp/000000"]
     assert "injected renderer error" in failed["car/000000"]
     assert [p.name for p in shard_paths(tmp_path / "train")] == ["shard-000000.tar"]
-    assert sorted(s["id"] for s in open_dataset(tmp_path)) == ["airplane/000000", "lamp/000000", "mug/000000"]
+    assert sorted(s["id"] for s in open_dataset(tmp_path)) == ["airplane/000000", "mug/000000"]
     shard = json.loads((tmp_path / ".voxforge" / "shards" / "train" / "shard-000000.json").read_text())
-    assert len(shard["rows"]) == 6 and shard["ok"] == 3
+    assert len(shard["rows"]) == 6 and shard["ok"] == 2
 
 
 def test_errors_before_any_work(tmp_path, ray_local):

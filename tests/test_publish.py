@@ -27,15 +27,18 @@ def _first_train_sample(dataset):
     return next(iter(open_dataset(dataset, "train")))
 
 
-def _rewrite_without(shard, member_suffix: str) -> None:
-    """Rewrite a shard leaving out one member of its first sample (a damaged upload, say)."""
+def _rewrite_without(shard, member_suffix: str, replacement: bytes | None = None) -> None:
+    """Rewrite a shard leaving out one member of its first sample (a damaged upload, say), or putting
+    ``replacement`` bytes in its place."""
     samples = list(iter_shard(shard))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for index, (key, members) in enumerate(samples):
             for name, data in sorted(members.items()):
                 if index == 0 and name == member_suffix:
-                    continue
+                    if replacement is None:
+                        continue
+                    data = replacement
                 info = tarfile.TarInfo(f"{key}.{name}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -61,6 +64,20 @@ def test_verification_names_every_problem_and_nothing_is_published(split_dataset
     with pytest.raises(PublishError, match="did not verify"):
         publish(broken, str(tmp_path / "out"), progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_verification_decodes_every_member(split_dataset, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(split_dataset, broken, ignore=shutil.ignore_patterns(".voxforge"))
+    image = next(iter_shard(broken / "train" / "shard-000000.tar"))[1]["rgb_02.png"]
+    _rewrite_without(broken / "train" / "shard-000000.tar", "rgb_02.png", bytes(len(image)))  # zeroed, same size
+    points = next(iter_shard(broken / "val" / "shard-000000.tar"))[1]["points.npy"]
+    _rewrite_without(broken / "val" / "shard-000000.tar", "points.npy", points[:-12])  # one coordinate short
+    problems = "\n".join(verify_dataset(broken).problems)
+    assert "rgb_02.png does not decode" in problems and "points.npy does not decode" in problems
+    with pytest.raises(PublishError, match="did not verify; nothing was published"):
+        publish(broken, str(tmp_path / "out"), progress=False)  # the preview never sees the bad sample
+    assert not (tmp_path / "out").exists()
 
 
 def test_folder_publish_reads_back_with_load_dataset(split_dataset, tmp_path):

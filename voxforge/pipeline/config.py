@@ -59,7 +59,7 @@ class RunConfig:
     retry_failed: bool = False
     save_depth: bool = False
     progress: bool = True
-    fault_injection: dict[str, str] = field(default_factory=dict)  # tests: object_id -> "crash"|"hang"|"error"
+    fault_injection: dict[str, str] = field(default_factory=dict)  # tests: object_id -> "crash"|"hang"|"error"|"stop"
     # download sources (shapenet, objaverse, objaverse-xl)
     cache: str | None = None  # shared download cache; None = $VOXFORGE_CACHE or ~/.cache/voxforge
     keep_meshes: bool = False  # keep downloaded meshes after their samples are made (default: evict)

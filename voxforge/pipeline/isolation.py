@@ -3,7 +3,9 @@
 A shard task renders its objects one after another in one worker process. Before each object the
 worker records, in the task's marker file under the output (``.voxforge/attempts/<run>/``, on any
 filesystem or object store, so a task retried on another node finds it), which object it is on; a
-watchdog thread kills the process when the object overruns its time limit. If the process dies
+watchdog thread kills the process when the object overruns its time limit, and a watchdog process
+outside it (:mod:`voxforge.pipeline.deadline`) does so a few seconds later if the thread could not
+(a stopped worker, or one stuck in native code holding the GIL). If the process dies
 (segfault in a GL driver, time-out, out of memory), Ray restarts the actor and retries the task; the
 retried task reads the marker, counts a crash against the object that was running, and skips any
 object that has used up its attempts, recording it as failed with the reason. Other objects of the
@@ -22,7 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+from voxforge.pipeline.deadline import ExternalDeadline
+
 TIMEOUT_EXIT_CODE = 75
+EXTERNAL_GRACE_S = 5.0  # the in-process watchdog, which records the reason itself, gets the first chance
 ATTEMPTS_DIR = ".voxforge/attempts"
 LOG_TAIL_CHARS = 1500
 MODULE_LIST = re.compile(r"Extension modules:|(?:[\w.]+, ){8,}")
@@ -79,6 +84,8 @@ class AttemptGuard:
         self._deadline: float | None = None
         self._lock = threading.Lock()
         threading.Thread(target=self._watch, daemon=True, name="voxforge-watchdog").start()
+        # the backstop for a worker whose thread never runs (stopped, or stuck holding the GIL)
+        self.external = ExternalDeadline(grace_s=EXTERNAL_GRACE_S)
 
     def start_task(self, task_key: str, log: str | None = None) -> None:
         """Begin (or, after a crash, resume) the task ``task_key``: a crash during its last object counts."""
@@ -91,8 +98,11 @@ class AttemptGuard:
         victim = state.get("current")
         if victim:  # the process died while this object was being made
             crashes[victim] = crashes.get(victim, 0) + 1
-            reasons[victim] = state.get("reason") or with_log(
-                "the worker process died while processing it (crash or out of memory)", state.get("log"))
+            overran = state.get("deadline") and time.time() > state["deadline"]
+            died = (f"timed out: took longer than {self.timeout_s:g} s and the worker was ended from outside "
+                    "(stopped, or hung without letting its watchdog run)") if overran else \
+                "the worker process died while processing it (crash or out of memory)"
+            reasons[victim] = state.get("reason") or with_log(died, state.get("log"))
         self._state = {"crashes": crashes, "reasons": reasons, "current": None, "reason": "",
                        "log": str(log) if log else ""}
 
@@ -101,8 +111,10 @@ class AttemptGuard:
         crashes = self._state["crashes"].get(object_id, 0)
         if crashes >= self.max_attempts:
             return f"{self._state['reasons'].get(object_id, 'the worker died')}; gave up after {crashes} attempt(s)"
-        self._state.update(current=object_id, reason="")
+        deadline = time.time() + self.timeout_s
+        self._state.update(current=object_id, reason="", deadline=deadline)
         self._write()
+        self.external.set(deadline)
         log = self._state["log"]
         if log:  # from here on the renderer's log is about this object only
             with contextlib.suppress(OSError):
@@ -115,6 +127,7 @@ class AttemptGuard:
         """The object is done (made or failed in an orderly way): its deadline no longer applies."""
         with self._lock:
             self._deadline = None
+        self.external.set(None)
 
     def between(self) -> None:
         """Record that no object is in progress (before the shard is written): a death now blames nobody."""

@@ -24,6 +24,7 @@ login (huggingface_hub reads both); it is never printed or written anywhere by t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,6 +35,8 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from voxforge.loaders import format as fmt
 from voxforge.loaders.dataset import iter_any_shard
@@ -126,6 +129,42 @@ def _check_sample(key: str, members: dict[str, bytes]) -> str | None:
         return f"missing or empty members: {', '.join(missing)}"
     if key != fmt.sample_key(meta.get("id", "")):
         return f"key does not match its id {meta.get('id')!r}"
+    return _decode_problem(meta, members)
+
+
+def _decode_problem(meta: dict, members: dict[str, bytes]) -> str | None:
+    """The first member that does not decode to what the metadata says (every PNG, the binvox, the
+    arrays), or None. Decoding is the only check a loader will not fail later."""
+    from PIL import Image
+
+    from voxforge.voxelize.binvox import decode_binvox
+
+    size = meta.get("image_size")
+    for view in range(meta.get("views", 0)):
+        for name, modes in ((fmt.image_member(view), ("RGB", "RGBA")), (fmt.mask_member(view), ("L",))):
+            try:
+                with Image.open(io.BytesIO(members[name])) as image:
+                    image.load()  # the whole stream: a truncated or zeroed PNG fails here
+                    shape, mode = image.size, image.mode
+            except Exception as error:  # Pillow raises many types for broken images
+                return f"{name} does not decode ({type(error).__name__}: {error})"
+            if shape != (size, size) or mode not in modes:
+                return f"{name} is {shape[0]}x{shape[1]} {mode}, the metadata says {size}x{size} {'/'.join(modes)}"
+    try:
+        grid = decode_binvox(members[fmt.VOXELS])
+    except Exception as error:  # a malformed header or run-length body
+        return f"{fmt.VOXELS} does not decode ({type(error).__name__}: {error})"
+    resolution = meta.get("voxels", {}).get("resolution")
+    if grid.resolution != resolution:
+        return f"{fmt.VOXELS} is {grid.resolution}^3, the metadata says {resolution}^3"
+    count = meta.get("points", {}).get("count")
+    for name in (fmt.POINTS, fmt.NORMALS):
+        try:
+            values = np.load(io.BytesIO(members[name]), allow_pickle=False)
+        except Exception as error:  # numpy's header parser raises several types
+            return f"{name} does not decode ({type(error).__name__}: {error})"
+        if values.shape != (count, 3) or not np.isfinite(values).all():
+            return f"{name} is {values.shape} (finite: {bool(np.isfinite(values).all())}), the metadata says ({count}, 3)"
     return None
 
 

@@ -1,6 +1,7 @@
 """The per-object stages, run in sequence for each object by :func:`make_sample`.
 
-load + normalize -> render V views -> composite backgrounds -> voxelize -> sample points -> encode.
+load + normalize -> render V views -> composite backgrounds -> voxelize -> sample points -> check that the
+points land on the masks -> encode.
 The stages are plain functions; :class:`voxforge.pipeline.worker.ShardWorker` (the Ray actor) calls
 :func:`make_sample` for each object of its shard task with the renderer it keeps, so a mesh never
 travels between processes. Any error in one object becomes a :class:`SampleError` with its reason.
@@ -23,6 +24,7 @@ from PIL import Image
 from voxforge.loaders import format as fmt
 from voxforge.meshio import import_bytes_of, warnings_of
 from voxforge.meshio.names import portable_name
+from voxforge.pipeline.alignment import check_alignment
 from voxforge.pipeline.config import RunConfig
 from voxforge.pipeline.meshes import flatten, validate_and_normalize
 from voxforge.pipeline.sources import ObjectRecord, load_record, local_mesh_file
@@ -44,6 +46,9 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+FLOAT32_SAFE_OFFSET = 1000.0  # |centre| / diagonal above which float32 coordinates err by > 1e-4 of the size
+
+
 def load_stage(record: ObjectRecord) -> dict:
     """Mesh in the object frame (the scene for rendering, one triangle soup for geometry), and the warnings
     of reading it (see :mod:`voxforge.meshio`)."""
@@ -51,7 +56,11 @@ def load_stage(record: ObjectRecord) -> dict:
     vertices, faces = flatten(scene)
     mesh_file = local_mesh_file(record)  # a download source's copy in the cache, else the record's uri
     source_hash = file_sha256(mesh_file) if os.path.isfile(mesh_file) else ""
-    if source_hash:  # renderers that read the file themselves (Blender) place it with this matrix
+    # renderers that read the file themselves (Blender) place it with this matrix; not a file whose
+    # coordinates float32 cannot hold to 1e-4 of its size (Blender's vertices are float32): those render
+    # the pipeline's re-centred triangles (see meshes.recenter_geometry)
+    far = np.abs(normalization.center).max() * normalization.scale > FLOAT32_SAFE_OFFSET
+    if source_hash and not far:
         attach_source_file(scene, mesh_file, normalization.matrix(), data=import_bytes_of(scene))
     return {"scene": scene, "vertices": vertices, "faces": faces, "normalization": normalization,
             "source_sha256": source_hash, "warnings": warnings_of(scene)}
@@ -161,6 +170,8 @@ def _inject_fault(kind: str) -> None:
             time.sleep(1)
     elif kind == "error":
         raise RuntimeError("injected renderer error")
+    elif kind == "stop":  # a frozen worker: its own watchdog thread is stopped with it
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class SampleError(RuntimeError):
@@ -180,6 +191,9 @@ def make_sample(record: ObjectRecord, split: str, renderer, backgrounds: Backgro
         images = composite_stage(rendered, backgrounds, config, record.object_id)
         stage = "voxelize"
         geometry = geometry_stage(loaded, config, record.object_id)
+        stage = "check"
+        cameras = rendered["cameras"]
+        check_alignment(geometry["points"], cameras.K, cameras.world_to_camera, rendered["render"].alpha)
         stage = "encode"
         return encode_stage(record, split, loaded, rendered, images, geometry, config)
     except Exception as error:  # one bad object must never stop the run
