@@ -66,3 +66,27 @@ def test_a_sample_whose_masks_miss_its_points_is_failed(shared_data, tmp_path, p
         check_alignment(points + [0.3, 0.0, 0.0], K, world_to_camera, alpha)  # geometry moved off the images
     with pytest.raises(ValueError, match="view 1 rendered nothing"):
         check_alignment(points, K, world_to_camera, np.concatenate([alpha[:1], np.zeros_like(alpha[1:])]))
+
+
+@pytest.mark.slow
+def test_an_object_needing_more_memory_than_the_cap_fails_alone(shared_data, tmp_path, ray_local):
+    """A 300-byte glTF whose POSITION accessor declares 1.9 GB of zeros (below the reader's own 2 GiB
+    bound), among good objects, with workers capped at 2.5 GB: it fails with the cap in its reason."""
+    from conftest import small_config
+    from test_faithful_geometry import FLOAT, Gltf
+
+    from voxforge.pipeline.run import run
+
+    folder = tmp_path / "in" / "things"
+    folder.mkdir(parents=True)
+    for name in ("Duck.glb", "BoxTextured.glb"):
+        (folder / name).write_bytes((shared_data / "meshes" / "trimesh" / name).read_bytes())
+    gltf = Gltf()
+    gltf.json["accessors"].append({"componentType": FLOAT, "type": "VEC3", "count": 170_000_000})
+    gltf.node(mesh=gltf.mesh({"attributes": {"POSITION": 0}}))
+    gltf.write(folder / "zeros.glb")
+    summary = run(small_config(tmp_path / "out", source="local", path=str(tmp_path / "in"), limit=None,
+                               object_memory_gb=2.5))
+    failed = dict(summary.failures)
+    assert summary.ok == 2 and set(failed) == {"things/zeros.glb"}
+    assert "needed more memory than the worker may use (--object-memory-gb 2.5)" in failed["things/zeros.glb"]

@@ -56,6 +56,9 @@ class RunConfig:
     max_attempts: int = 2  # a worker crash/time-out on the same object this often -> failed
     recycle_after: int | None = None  # replace a worker after this many objects (None: renderer's default, 0: never)
     worker_memory_gb: float | None = None  # ... or above this resident memory (None: renderer's default, 0: never)
+    # hard cap on a worker's private memory (RLIMIT_DATA), enforced by the kernel while an object is made:
+    # an object needing more fails with MemoryError instead of taking the node down (0: no cap)
+    object_memory_gb: float = 16.0
     retry_failed: bool = False
     save_depth: bool = False
     progress: bool = True
@@ -102,6 +105,7 @@ class RunConfig:
             (self.min_shards >= 1, "--min-shards must be at least 1"),
             (self.recycle_after is None or self.recycle_after >= 0, "--recycle-after must be at least 0"),
             (self.worker_memory_gb is None or self.worker_memory_gb >= 0, "--worker-memory-gb must be at least 0"),
+            (self.object_memory_gb >= 0, "--object-memory-gb must be at least 0"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.downloads >= 1, "--downloads must be at least 1"),
             (self.download_retries >= 0 and self.download_timeout > 0 and self.download_backoff >= 0,

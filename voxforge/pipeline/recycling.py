@@ -39,12 +39,15 @@ class WorkerRecycler:
         self.memory_limit_bytes = memory_limit_bytes
         self.journal = journal  # called with one entry per replaced worker
         self.objects = 0
+        self.requested: str | None = None  # a reason to be replaced after this task, whatever the counts
 
     def object_done(self) -> None:
         self.objects += 1
 
     def reason(self) -> str | None:
         """Why this worker should be replaced now, or None."""
+        if self.requested:
+            return self.requested
         if self.after_objects and self.objects >= self.after_objects:
             return f"it has processed {self.objects} objects (limit {self.after_objects})"
         if self.memory_limit_bytes:
@@ -53,6 +56,11 @@ class WorkerRecycler:
                 return (f"it holds {resident / 2**30:.2f} GiB of memory "
                         f"(limit {self.memory_limit_bytes / 2**30:.2f} GiB) after {self.objects} objects")
         return None
+
+    def request(self, reason: str) -> None:
+        """Be replaced at the next chance (e.g. after an object ran out of memory: the heap may stay
+        fragmented)."""
+        self.requested = reason
 
     def recycle_if_due(self) -> None:
         """End this process when it is due; call only between objects (no attempt open)."""

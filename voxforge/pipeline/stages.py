@@ -196,6 +196,9 @@ def make_sample(record: ObjectRecord, split: str, renderer, backgrounds: Backgro
         check_alignment(geometry["points"], cameras.K, cameras.world_to_camera, rendered["render"].alpha)
         stage = "encode"
         return encode_stage(record, split, loaded, rendered, images, geometry, config)
+    except MemoryError as error:  # the worker's cap (--object-memory-gb), or the machine's
+        raise SampleError(f"{stage}: needed more memory than the worker may use (--object-memory-gb "
+                          f"{config.object_memory_gb:g})") from error
     except Exception as error:  # one bad object must never stop the run
         last = traceback.extract_tb(error.__traceback__)[-1]
         raise SampleError(f"{stage}: {type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})") from error

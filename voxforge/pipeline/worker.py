@@ -87,6 +87,21 @@ class Prefetcher:
                 self.release(record)
 
 
+def cap_private_memory(gigabytes: float) -> None:
+    """Cap this process's private writable memory (RLIMIT_DATA, Linux 4.7+: heap and anonymous mappings,
+    not shared memory such as Ray's object store) at ``gigabytes`` in all: allocations past it fail with
+    MemoryError in Python and numpy, so one object cannot take the node's memory (0: no cap)."""
+    if not gigabytes:
+        return
+    import resource
+
+    limit = int(gigabytes * 2**30)
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
 class ShardWorker:
     """A Ray Data actor: one renderer per worker process, one shard task per call."""
 
@@ -109,6 +124,7 @@ class ShardWorker:
             else int(self.config.worker_memory_gb * 2**30),
             journal=self._journal,
         )
+        cap_private_memory(self.config.object_memory_gb)
 
     def _journal(self, entry: dict) -> None:
         """Note a replaced worker under the output (appended locally, one object per entry elsewhere)."""
@@ -148,6 +164,8 @@ class ShardWorker:
                         manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key, warnings=warnings))
                     except SampleError as error:
                         reason = str(error)
+                        if isinstance(error.__cause__, MemoryError):
+                            self.recycler.request(f"an object ran out of memory ({record.object_id})")
                     finally:
                         self.guard.end()
                         self.recycler.object_done()
