@@ -149,7 +149,7 @@ def test_missing_texture_is_a_warning_and_the_base_colour(cases, pyrender_no_aa)
 
     members = make_sample(record, "train", pyrender_no_aa, BackgroundPool(None), config)
     meta = json.loads(members["json"])
-    assert meta["warnings"] == ["texture image fuze uv.jpg is missing: rendered with the material's base colour"]
+    assert meta["warnings"] == ["texture image 'fuze uv.jpg' is missing: rendered with the material's base colour"]
 
 
 # -- failures name their cause ------------------------------------------------------------------------
@@ -322,9 +322,9 @@ def test_what_cannot_be_honoured_fails_or_warns(tmp_path):
     (tmp_path / "k.ktx2").write_bytes(b"\xabKTX 20\xbb\r\n\x1a\n" + b"\0" * 64)
     scene = load_mesh_file(gltf.write(tmp_path / "textures.glb"))
     said = warnings_of(scene)
-    assert "texture image gone.png is missing: rendered with the material's base colour" in said
+    assert "texture image 'gone.png' is missing: rendered with the material's base colour" in said
     assert any("points outside the file's folder" in w for w in said)
-    assert any("k.ktx2 (image/ktx2) cannot be decoded here" in w for w in said)
+    assert any("k.ktx2' cannot be decoded here (image/ktx2)" in w for w in said)
     mesh = next(m for m in scene.dump() if isinstance(m, trimesh.Trimesh))
     assert np.allclose(mesh.visual.material.baseColorFactor[:3], [0, 255, 0])
 
@@ -353,7 +353,7 @@ def test_the_cases_run_right_and_warnings_reach_the_manifest_and_inspect(tmp_pat
     assert summary.ok == 5 and summary.failed == 0, summary.failures
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "manifest.jsonl").read_text().splitlines())}
     assert rows["missing-texture/fuze/fuze.obj"]["warnings"] == [
-        "texture image fuze uv.jpg is missing: rendered with the material's base colour"]
+        "texture image 'fuze uv.jpg' is missing: rendered with the material's base colour"]
     assert all(not r["warnings"] for key, r in rows.items() if "fuze" not in key)
     for sample in open_dataset(tmp_path):
         for view in range(3):  # images, points (and so voxels) show one geometry
@@ -361,7 +361,7 @@ def test_the_cases_run_right_and_warnings_reach_the_manifest_and_inspect(tmp_pat
                                    sample["masks"][view])
             assert hits.mean() >= 0.99
     said = summarize(tmp_path)
-    assert "with warnings: 1" in said and "missing-texture/fuze/fuze.obj: texture image fuze uv.jpg" in said
+    assert "with warnings: 1" in said and "missing-texture/fuze/fuze.obj: texture image 'fuze uv.jpg'" in said
 
 
 @pytest.mark.blender
@@ -416,7 +416,7 @@ def test_names_in_other_encodings_and_letter_cases_are_found(tmp_path):
     with open(obj, "wb") as handle:
         handle.write(b"mtllib ../../elsewhere.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     assert warnings_of(load_mesh_file(os.fsdecode(obj))) == [
-        "material library ../../elsewhere.mtl is missing: rendered without its materials"]
+        "material library '../../elsewhere.mtl' is missing: rendered without its materials"]
 
 
 @pytest.mark.parametrize("binary", [False, True])

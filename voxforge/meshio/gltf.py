@@ -266,12 +266,15 @@ class GltfReader:
             where_type = np.dtype(COMPONENTS[where_spec["componentType"]])
         except KeyError as error:
             raise MeshFileError(f"accessor {index}: sparse substitution without indices or values") from error
-        where_data = self.view(where_spec["bufferView"])
-        where = np.frombuffer(where_data, where_type, count=count, offset=where_spec.get("byteOffset", 0))
-        what_data = self.view(what_spec["bufferView"])
         width = values.shape[1]
-        substitute = np.frombuffer(what_data, values.dtype, count=count * width,
-                                   offset=what_spec.get("byteOffset", 0)).reshape(count, width)
+        try:
+            where = np.frombuffer(self.view(where_spec["bufferView"]), where_type, count=count,
+                                  offset=where_spec.get("byteOffset", 0))
+            substitute = np.frombuffer(self.view(what_spec["bufferView"]), values.dtype, count=count * width,
+                                       offset=what_spec.get("byteOffset", 0)).reshape(count, width)
+        except ValueError as error:  # numpy: the view is shorter than the declared count
+            raise MeshFileError(f"accessor {index}: sparse indices or values run past their buffer view "
+                                f"({error})") from error
         if count and int(where.max()) >= len(values):
             raise MeshFileError(f"accessor {index}: a sparse index ({int(where.max())}) is past its count "
                                 f"({len(values)})")
@@ -479,24 +482,24 @@ def _images(reader: GltfReader, writer: PlainWriter) -> dict[int, int]:
                 reader.warnings.append(f"texture left out: {error}")
                 continue
             if data is None:
-                reader.warnings.append(f"texture image {name} is missing: rendered with the material's base colour")
+                reader.warnings.append(f"texture image '{name}' is missing: rendered with the material's base colour")
                 continue
         else:
             continue
         kind = next((mime for magic, mime in IMAGE_TYPES.items() if data.startswith(magic)), None)
         if kind is None:
             declared = image.get("mimeType", "unknown type")
-            reader.warnings.append(f"texture image {name} ({declared}) cannot be decoded here: rendered with the "
+            reader.warnings.append(f"texture image '{name}' cannot be decoded here ({declared}): rendered with the "
                                    "material's base colour")
             continue
         try:
             with Image.open(io.BytesIO(data)) as opened:
                 width, height = opened.size
         except Exception as error:  # Pillow raises many types for broken images
-            reader.warnings.append(f"texture image {name} is unreadable ({error}): rendered with the base colour")
+            reader.warnings.append(f"texture image '{name}' is unreadable ({error}): rendered with the base colour")
             continue
         if width * height > MAX_TEXTURE_PIXELS:
-            reader.warnings.append(f"texture image {name} is {width}x{height} pixels, above the "
+            reader.warnings.append(f"texture image '{name}' is {width}x{height} pixels, above the "
                                    f"{MAX_TEXTURE_PIXELS} limit: rendered with the base colour")
             continue
         found[index] = len(reader.kept_images)

@@ -125,7 +125,7 @@ def missing_textures(path: Path, data: bytes) -> list[str]:
     for name in mtllib_names(data):
         library = find_companion(path.parent, name)
         if library is None:
-            warnings.append(f"material library {_shown(name)} is missing: rendered without its materials")
+            warnings.append(f"material library '{_shown(name)}' is missing: rendered without its materials")
             continue
         text = library.read_bytes()
         for image in MAP_KD.finditer(text):
@@ -133,7 +133,7 @@ def missing_textures(path: Path, data: bytes) -> list[str]:
             words = image.group(1).decode("utf-8", "surrogateescape").split()
             image_name = texture_name(words).encode("utf-8", "surrogateescape").strip()
             if image_name and find_companion(library.parent, image_name) is None:
-                warnings.append(f"texture image {_shown(image_name)} is missing: rendered with the material's "
+                warnings.append(f"texture image '{_shown(image_name)}' is missing: rendered with the material's "
                                 "base colour")
     return sorted(set(warnings))
 

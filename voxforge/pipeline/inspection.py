@@ -37,9 +37,10 @@ def summarize(path: str | Path) -> str:
 
 
 def warning_kind(warning: str) -> str:
-    """A warning's kind: its words before the first file name or detail ("texture image ... is missing")."""
-    head = warning.split(":", 1)[0]
-    return re.sub(r"\S*[./\\]\S*|\d+", "…", head)
+    """A warning's kind: its words before the first colon, quoted names and numbers left out
+    ("texture image '…' is missing")."""
+    head = warning.split(":", 1)[0].split(" (", 1)[0]
+    return re.sub(r"'[^']*'|\d+", "…", head)
 
 
 def warning_lines(rows: list[dict], examples: int = 3) -> list[str]:

@@ -228,13 +228,13 @@ class BlenderRenderer(Renderer):
                 place_in_object_frame(bpy, imported, source.source_to_object, importer_for(path).to_blender)
                 mismatch = frame_mismatch(bpy, trimesh_triangles(scene))
             if Path(source.path).suffix.lower() in BLENDER_ONLY_SUFFIXES:  # the pipeline's reader saw no textures
-                warnings += [f"texture image {name} could not be loaded: rendered with the material's base colour"
+                warnings += [f"texture image '{name}' could not be loaded: rendered with the material's base colour"
                              for name in missing]
             if mismatch is None:
                 return warnings
             log.warning("Blender read %s differently from the pipeline (%s); rendering the pipeline's "
                         "triangles instead", Path(source.path).name, mismatch)
-            warnings.append(f"Blender read {Path(source.path).name} differently from voxforge ({mismatch}); "
+            warnings.append(f"Blender read '{Path(source.path).name}' differently from voxforge ({mismatch}); "
                             "rendered voxforge's triangles")
             with runtime.blender_output():
                 runtime.clear_object_data()
