@@ -87,6 +87,17 @@ def measure(repo: Path, repeats: int, paths: list[Path]) -> dict[str, dict]:
     return answer["results"]
 
 
+def combine(results: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per file: the median of the rounds' medians (an error in any round is the file's error)."""
+    combined = {}
+    for path in results[0]:
+        rounds = [r[path] for r in results]
+        failed = next((r for r in rounds if "error" in r), None)
+        combined[path] = failed or {"median": statistics.median(r["median"] for r in rounds),
+                                    "triangles": rounds[0]["triangles"]}
+    return combined
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", type=Path, help="checkout of voxforge before the change")
@@ -96,6 +107,8 @@ def main() -> None:
     parser.add_argument("--per-type", type=int, default=8, help="the largest N files of each type (0: all)")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (meshes/, shapenetcore_v2/)")
     parser.add_argument("--per-file", action="store_true", help="also print each file's before/after medians")
+    parser.add_argument("--rounds", type=int, default=3, help="child processes per checkout, alternated; a "
+                        "file's figure is the median over them (timings of textured files vary by process)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -109,8 +122,10 @@ def main() -> None:
                        args.per_type)
     paths = [p for kind_paths in files.values() for p in kind_paths]
     print(f"before {before}; after {after}; {len(paths)} files from {args.data.resolve()}; {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}; median of {args.repeats} after 1 warm-up")
-    old, new = measure(before, args.repeats, paths), measure(after, args.repeats, paths)
+          f"load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}; median of {args.repeats} after 1 warm-up, "
+          f"then of {args.rounds} alternated processes")
+    rounds = [(measure(before, args.repeats, paths), measure(after, args.repeats, paths)) for _ in range(args.rounds)]
+    old, new = (combine([r[side] for r in rounds]) for side in (0, 1))
 
     print(f"{'type':<5} {'files':>5} {'before ms':>10} {'after ms':>10} {'after/before':>12}  (sum of per-file medians)")
     failed, differ = [], []

@@ -245,13 +245,14 @@ class GltfReader:
             if needed > len(data):
                 raise MeshFileError(f"accessor {index} reads past the end of buffer view {spec['bufferView']} "
                                     f"({needed} of {len(data)} bytes)")
-            raw = np.frombuffer(data, dtype=np.uint8, count=max(needed - start, 0), offset=start)
-            if count:
+            if not count:
+                values = np.zeros((0, width), dtype)
+            elif stride == element:  # tightly packed: one copy straight from the buffer
+                values = np.frombuffer(data, dtype=dtype, count=count * width, offset=start).reshape(count, width).copy()
+            else:  # interleaved: gather the rows, then view them as the component type
+                raw = np.frombuffer(data, dtype=np.uint8, count=needed - start, offset=start)
                 rows = np.lib.stride_tricks.as_strided(raw, shape=(count, element), strides=(stride, 1))
                 values = np.ascontiguousarray(rows).view(dtype).reshape(count, width)
-            else:
-                values = np.zeros((0, width), dtype)
-            values = values.copy()
         else:
             values = np.zeros((count, width), dtype)  # the specification: no buffer view means zeros
         if "sparse" in spec:
@@ -397,11 +398,12 @@ class PlainWriter:
         self.size += len(data) + padding
         return len(self.views) - 1
 
-    def add_accessor(self, values: np.ndarray, kind: str) -> int:
+    def add_accessor(self, values: np.ndarray, kind: str, bounds: bool = False) -> int:
+        """``bounds``: write ``min``/``max`` (the specification requires them for POSITION)."""
         values = np.ascontiguousarray(values)
         spec = {"bufferView": self.add_view(values.tobytes()), "count": int(len(values)),
                 "componentType": 5125 if values.dtype == np.uint32 else 5126, "type": kind}
-        if kind == "VEC3" and values.dtype == np.float32 and len(values):
+        if bounds and len(values):
             spec["min"], spec["max"] = values.min(axis=0).tolist(), values.max(axis=0).tolist()
         self.accessors.append(spec)
         return len(self.accessors) - 1
@@ -565,7 +567,8 @@ def _mesh(reader: GltfReader, writer: PlainWriter, index: int, mesh: dict, uv_tr
             if attribute in arrays:
                 values = arrays[attribute]
                 kind = {2: "VEC2", 3: "VEC3", 4: "VEC4"}[values.shape[1]]
-                attributes[attribute] = writer.add_accessor(values.astype(np.float32), kind)
+                attributes[attribute] = writer.add_accessor(values.astype(np.float32, copy=False), kind,
+                                                            bounds=attribute == "POSITION")
         plain = {"attributes": attributes, "indices": writer.add_accessor(arrays["indices"], "SCALAR"), "mode": TRIANGLES}
         if isinstance(material, int) and 0 <= material < len(reader.header.get("materials", [])):
             plain["material"] = material

@@ -78,15 +78,16 @@ def recenter_geometry(scene: trimesh.Scene) -> None:
     The scene is unchanged in exact arithmetic; what changes is that renderers, which take vertices and
     node matrices as float32, no longer see raw coordinates like 1e6 (where float32 steps are 0.06:
     masks of a unit-sized object shifted there matched the unshifted ones at IoU 0.05-0.9)."""
-    graph = scene.graph.transforms
     for name, geometry in scene.geometry.items():
         if not isinstance(geometry, trimesh.Trimesh) or not len(geometry.vertices):
             continue
-        vertices = np.asarray(geometry.vertices, dtype=np.float64)
-        center = (vertices.min(axis=0) + vertices.max(axis=0)) / 2.0
-        if not np.isfinite(center).all() or np.abs(center).max() <= np.ptp(vertices, axis=0).max():
+        vertices = geometry.vertices.view(np.ndarray)  # not the tracked array: reading must not rehash it
+        low, high = vertices.min(axis=0), vertices.max(axis=0)
+        center = (low + high) / 2.0
+        if not np.isfinite(center).all() or np.abs(center).max() <= (high - low).max():
             continue  # already around its origin (relative to its size), or not finite (reported elsewhere)
-        geometry.vertices = vertices - center
+        geometry.vertices = vertices.astype(np.float64) - center
+        graph = scene.graph.transforms
         shift = np.eye(4)
         shift[:3, 3] = center
         for node in scene.graph.geometry_nodes.get(name, []):
