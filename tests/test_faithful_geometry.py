@@ -232,6 +232,9 @@ def test_sparse_values_on_an_accessor_without_data_and_morph_weights(tmp_path):
     gltf.node(mesh=mesh)
     found = triangles(load_mesh_file(gltf.write(tmp_path / "sparse.glb")))
     assert np.allclose(found[0], [[0, 0, 1], [1, 0, 1], [0, 1, 1]])  # zeros, two substituted, lifted by 0.5 x 2
+    gltf.node(mesh=mesh, weights=[2.0], translation=[10, 0, 0])  # a node's own weights override the mesh's
+    assert boxes(load_mesh_file(gltf.write(tmp_path / "weights.glb"))) == [
+        ([0.0, 0.0, 1.0], [1.0, 1.0, 1.0]), ([10.0, 0.0, 4.0], [11.0, 1.0, 4.0])]
 
 
 def test_draco_and_meshopt_compressed_geometry(tmp_path):

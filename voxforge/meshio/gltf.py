@@ -6,7 +6,7 @@ strided buffer views, sparse substitution (``accessor.sparse``), accessors witho
 for signed, ``c / (2^b - 1)`` for unsigned types), Draco-compressed primitives
 (``KHR_draco_mesh_compression``, decoded with DracoPy) and meshopt-compressed buffer views
 (``EXT_meshopt_compression``, decoded with the ``meshoptimizer`` package, filters included). Morph
-targets are applied with the mesh's default ``weights``; ``EXT_mesh_gpu_instancing`` becomes one
+targets are applied with the node's ``weights``, else the mesh's; ``EXT_mesh_gpu_instancing`` becomes one
 node per instance; ``KHR_texture_transform`` of the base colour texture is applied to the texture
 coordinates that texture uses. The default scene (``scene``, else the first) is the one read.
 
@@ -452,15 +452,18 @@ def plain_glb(path: str | Path) -> tuple[bytes, list[str]]:
     header["nodes"], header["scenes"] = _nodes(reader, writer)
     # only the meshes the default scene shows are decoded (another scene's broken mesh is not this object's)
     meshes = source.get("meshes", [])
-    used = sorted({node["mesh"] for node in header["nodes"] if "mesh" in node})
-    for index in used:
+    # one plain mesh per (mesh, morph weights): a node's own weights override its mesh's
+    used = sorted({(node["mesh"], tuple(node.get("weights", ()))) for node in header["nodes"] if "mesh" in node},
+                  key=lambda pair: (str(pair[0]), pair[1]))
+    for index, _ in used:
         if not isinstance(index, int) or not 0 <= index < len(meshes):
             raise MeshFileError(f"a node refers to mesh {index}, which does not exist")
-    renumber = {old: new for new, old in enumerate(used)}
+    renumber = {pair: new for new, pair in enumerate(used)}
     for node in header["nodes"]:
         if "mesh" in node:
-            node["mesh"] = renumber[node["mesh"]]
-    header["meshes"] = [_mesh(reader, writer, index, meshes[index], uv_transforms) for index in used]
+            node["mesh"] = renumber[(node["mesh"], tuple(node.pop("weights", ())))]
+    header["meshes"] = [_mesh(reader, writer, index, meshes[index], uv_transforms, list(weights) or None)
+                        for index, weights in used]
     header["scene"] = 0
     for key in ("materials", "textures", "images", "samplers"):
         if not header[key]:
@@ -546,9 +549,10 @@ def _materials(reader: GltfReader, textures: list) -> tuple[list[dict], dict[int
     return materials, uv_transforms
 
 
-def _mesh(reader: GltfReader, writer: PlainWriter, index: int, mesh: dict, uv_transforms: dict) -> dict:
+def _mesh(reader: GltfReader, writer: PlainWriter, index: int, mesh: dict, uv_transforms: dict,
+          weights: list[float] | None = None) -> dict:
     primitives = []
-    weights = mesh.get("weights", [])
+    weights = weights if weights is not None else mesh.get("weights", [])
     for primitive in mesh.get("primitives", []):
         arrays = reader.primitive(index, primitive, weights)
         if arrays is None:
@@ -592,7 +596,8 @@ def _nodes(reader: GltfReader, writer: PlainWriter) -> tuple[list[dict], list[di
         if depth > 256 or not isinstance(index, int) or not 0 <= index < len(source):
             raise MeshFileError(f"node {index} does not exist or the node tree is cyclic")
         node = source[index]
-        plain = {k: node[k] for k in ("name", "matrix", "translation", "rotation", "scale", "mesh") if k in node}
+        plain = {k: node[k] for k in ("name", "matrix", "translation", "rotation", "scale", "mesh", "weights")
+                 if k in node}
         position = len(nodes)
         nodes.append(plain)
         children = [copy_node(child, depth + 1) for child in node.get("children", [])]
