@@ -27,12 +27,12 @@ def synthetic_tables(tmp_path, rows: int, seed: int = 0, row_group_size: int = 4
     rng = np.random.default_rng(seed)
     uids = [f"{i:032x}" for i in range(rows)]
     sketchfab = pd.DataFrame({
-        "fileIdentifier": [f"https://sketchfab.com/3d-models/{u}" for u in uids],
+        "fileIdentifier": [f"https://models.example/3d-models/{u}" for u in uids],
         "license": [LICENSES[i] for i in rng.integers(0, len(LICENSES), rows)],
         "fileType": [TYPES[i] for i in rng.integers(0, len(TYPES), rows)],
         "sha256": [f"{i:064x}" for i in range(rows)]})
     github = pd.DataFrame({
-        "fileIdentifier": [f"https://github.com/o/r/blob/{'a' * 40}/m/{WORDS[i % len(WORDS)].replace(' ', '_')}_{i}.obj"
+        "fileIdentifier": [f"https://git.example/o/r/blob/{'a' * 40}/m/{WORDS[i % len(WORDS)].replace(' ', '_')}_{i}.obj"
                            for i in range(rows)],
         "license": [LICENSES[i] for i in rng.integers(0, len(LICENSES), rows)],
         "fileType": [TYPES[i] for i in rng.integers(0, len(TYPES), rows)],
