@@ -304,7 +304,7 @@ def test_texture_transform_default_scene_and_gpu_instancing(tmp_path):
     assert import_bytes_of(scene)[:4] == b"glTF"  # what Blender imports: the same plain file, image inside
 
 
-def test_what_cannot_be_honoured_fails_or_warns(tmp_path):
+def test_what_cannot_be_honoured_fails_or_warns(tmp_path, monkeypatch):
     gltf = Gltf()
     gltf.node(mesh=gltf.cube())
     gltf.json["extensionsRequired"] = ["EXT_some_future_thing"]
@@ -314,8 +314,13 @@ def test_what_cannot_be_honoured_fails_or_warns(tmp_path):
     gltf.json["accessors"].append({"componentType": FLOAT, "type": "VEC3", "count": 300_000_000})  # 3.6 GB of zeros
     gltf.mesh({"attributes": {"POSITION": len(gltf.json["accessors"]) - 1}})
     gltf.node(mesh=1)
+    with pytest.raises(MeshFileError, match="declares 100,000,012 triangles, above the limit of 10,000,000"):
+        load_mesh_file(gltf.write(tmp_path / "bomb.glb"))  # refused from the JSON: nothing read yet
+    from voxforge.meshio import Limits
+
+    monkeypatch.setattr(Limits, "max_triangles", 0)  # no triangle limit: the decoded-bytes bound still holds
     with pytest.raises(MeshFileError, match="declared counts far beyond"):
-        load_mesh_file(gltf.write(tmp_path / "bomb.glb"))
+        load_mesh_file(tmp_path / "bomb.glb")
     gltf = Gltf()
     gltf.node(mesh=gltf.cube())
     gltf.json.update(images=[{"uri": "gone.png"}, {"uri": "../outside.png"}, {"uri": "k.ktx2", "mimeType": "image/ktx2"}],
@@ -330,6 +335,19 @@ def test_what_cannot_be_honoured_fails_or_warns(tmp_path):
     assert any("k.ktx2' cannot be decoded here (image/ktx2)" in w for w in said)
     mesh = next(m for m in scene.dump() if isinstance(m, trimesh.Trimesh))
     assert np.allclose(mesh.visual.material.baseColorFactor[:3], [0, 255, 0])
+
+
+@pytest.mark.parametrize("suffix", ["obj", "off", "ply", "stl"])
+def test_declared_triangle_counts_are_bounded_before_reading(tmp_path, monkeypatch, suffix):
+    from voxforge.meshio import Limits
+
+    mesh = trimesh.creation.icosphere(subdivisions=2)  # 320 triangles
+    path = tmp_path / f"sphere.{suffix}"
+    mesh.export(path)
+    assert len(triangles(load_mesh_file(path))) == 320
+    monkeypatch.setattr(Limits, "max_triangles", 319)
+    with pytest.raises(MeshFileError, match=f"the {suffix.upper()} file declares 320 triangles, above the limit of 319"):
+        load_mesh_file(path)
 
 
 def test_a_failed_read_is_a_sample_error_naming_the_cause(tmp_path, pyrender_no_aa):

@@ -30,6 +30,20 @@ class MeshFileError(ValueError):
     """The file cannot be read as it is written; the message names the cause."""
 
 
+class Limits:
+    """Bounds checked against what a file declares, before its data is read or allocated (process-wide;
+    a pipeline worker sets them from its run's settings)."""
+
+    max_triangles: int = 10_000_000  # after polygons are split and instances placed; real large assets pass
+
+
+def check_triangles(count: int, what: str) -> None:
+    """Raise :class:`MeshFileError` when ``count`` triangles (declared by ``what``) exceed the limit."""
+    if Limits.max_triangles and count > Limits.max_triangles:
+        raise MeshFileError(f"{what} declares {count:,} triangles, above the limit of {Limits.max_triangles:,} "
+                            "(--max-triangles)")
+
+
 def warnings_of(scene: trimesh.Scene) -> list[str]:
     """What reading the file did not fully honour (empty for a file read exactly)."""
     return list(scene.metadata.get(WARNINGS_KEY, []))
@@ -68,6 +82,8 @@ def load_mesh_file(path: str | Path) -> trimesh.Scene:
     path = Path(path)
     suffix = path.suffix.lower()
     warnings: list[str] = []
+    if suffix == ".stl":
+        check_triangles(_stl_triangles(path), "the STL file")
     if suffix in (".gltf", ".glb"):
         from voxforge.meshio.gltf import plain_glb
 
@@ -90,6 +106,18 @@ def load_mesh_file(path: str | Path) -> trimesh.Scene:
         scene = trimesh_load(path)
     scene.metadata[WARNINGS_KEY] = warnings
     return scene
+
+
+def _stl_triangles(path: Path) -> int:
+    """Triangles an STL file declares: binary STL's count field, or its ``facet`` lines when it is text."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(84)
+        if len(head) == 84:
+            declared = int.from_bytes(head[80:84], "little")
+            if 84 + 50 * declared == size:  # a binary STL is exactly its header and 50 bytes a triangle
+                return declared
+        return (head + handle.read()).count(b"facet normal") if head.lstrip().lower().startswith(b"solid") else 0
 
 
 def trimesh_load(path: Path, data: bytes | None = None, file_type: str | None = None) -> trimesh.Scene:

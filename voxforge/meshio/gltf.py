@@ -27,12 +27,13 @@ import io
 import json
 import math
 import struct
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 import numpy as np
 
-from voxforge.meshio import MeshFileError
+from voxforge.meshio import MeshFileError, check_triangles
 
 GLB_MAGIC, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942
 COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
@@ -354,6 +355,17 @@ class GltfReader:
         return arrays, indices
 
 
+def _declared_triangles(reader: GltfReader, mesh: dict) -> int:
+    """Triangles a mesh's primitives declare (index or vertex counts), read from the JSON alone."""
+    accessors, total = reader.header.get("accessors", []), 0
+    for primitive in mesh.get("primitives", []):
+        source = primitive.get("indices", primitive.get("attributes", {}).get("POSITION"))
+        count = accessors[source].get("count", 0) if isinstance(source, int) and 0 <= source < len(accessors) else 0
+        mode = primitive.get("mode", TRIANGLES)
+        total += count // 3 if mode == TRIANGLES else max(count - 2, 0) if mode in (TRIANGLE_STRIP, TRIANGLE_FAN) else 0
+    return int(total)
+
+
 def _triangles(indices: np.ndarray, mode: int) -> np.ndarray:
     """Triangle lists from TRIANGLES, TRIANGLE_STRIP or TRIANGLE_FAN indices (glTF 2.0, 3.7.2.1)."""
     if mode == TRIANGLES:
@@ -458,6 +470,9 @@ def plain_glb(path: str | Path) -> tuple[bytes, list[str]]:
     for index, _ in used:
         if not isinstance(index, int) or not 0 <= index < len(meshes):
             raise MeshFileError(f"a node refers to mesh {index}, which does not exist")
+    instances = Counter(node["mesh"] for node in header["nodes"] if "mesh" in node)
+    check_triangles(sum(_declared_triangles(reader, meshes[index]) * instances[index] for index in instances),
+                    "the glTF file (instances placed)")
     renumber = {pair: new for new, pair in enumerate(used)}
     for node in header["nodes"]:
         if "mesh" in node:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from voxforge.meshio import MeshFileError
+from voxforge.meshio import MeshFileError, check_triangles
 from voxforge.meshio.polygons import faces_of
 
 HEADER = re.compile(r"^(ST)?(C)?(N)?(4)?(n)?OFF(.*)$")
@@ -49,6 +49,7 @@ def load_off(path: Path) -> trimesh.Scene:
         raise MeshFileError(f"OFF counts line {' '.join(rest)[:40]!r} is not two whole numbers") from error
     if vertex_count < 0 or face_count < 0:
         raise MeshFileError("OFF counts are negative")
+    check_triangles(face_count, "the OFF file")
     if len(body) < vertex_count + face_count:
         raise MeshFileError(f"OFF file declares {vertex_count} vertices and {face_count} faces but has "
                             f"{len(body)} lines of data")

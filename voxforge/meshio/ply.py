@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from voxforge.meshio import MeshFileError, trimesh_load
+from voxforge.meshio import MeshFileError, check_triangles, trimesh_load
 from voxforge.meshio.polygons import faces_of
 
 INDEX_NAMES = ("vertex_indices", "vertex_index")
@@ -32,6 +32,7 @@ def load_ply(path: Path) -> tuple[trimesh.Scene, list[str]]:
             elements, is_ascii, image_name = trimesh_ply._parse_header(handle)
         except Exception:  # not a PLY trimesh can parse: its ordinary path says why in its own words
             return trimesh_load(path), []
+        check_triangles(int(elements.get("face", {}).get("length", 0)), "the PLY file")
         start = handle.tell()
         pristine = copy.deepcopy(elements)  # the binary parser rewrites list types as it goes
         try:

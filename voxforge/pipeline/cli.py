@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--object-memory-gb", type=float, default=16.0,
                      help="hard cap on a worker's private memory while it makes an object (the kernel's "
                      "RLIMIT_DATA): an object needing more is failed, the run goes on (default 16; 0 = no cap)")
+    run.add_argument("--max-triangles", type=int, default=10_000_000,
+                     help="fail, before reading its data, a file that declares more triangles than this (after "
+                     "polygons are split and instances placed; default 10000000; 0 = no limit)")
     run.add_argument("--retry-failed", action="store_true", help="try objects that failed in earlier runs again")
     run.add_argument("--save-depth", action="store_true", help="also store float16 depth maps")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -290,7 +293,7 @@ def _run(args) -> int:
         address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),
         shard_size=args.shard_size, min_shards=args.min_shards, timeout=args.timeout, retry_failed=args.retry_failed,
         recycle_after=args.recycle_after, worker_memory_gb=args.worker_memory_gb,
-        object_memory_gb=args.object_memory_gb,
+        object_memory_gb=args.object_memory_gb, max_triangles=args.max_triangles,
         save_depth=args.save_depth, progress=not args.no_progress, **_download_options(args),
         camera_layout=args.camera_layout, azimuth=tuple(args.azimuth), elevation=tuple(args.elevation),
         distance=tuple(args.distance), focal=args.focal, keep_in_frame=args.keep_in_frame,

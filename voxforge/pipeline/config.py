@@ -59,6 +59,7 @@ class RunConfig:
     # hard cap on a worker's private memory (RLIMIT_DATA), enforced by the kernel while an object is made:
     # an object needing more fails with MemoryError instead of taking the node down (0: no cap)
     object_memory_gb: float = 16.0
+    max_triangles: int = 10_000_000  # a file declaring more (polygons split, instances placed) is failed unread
     retry_failed: bool = False
     save_depth: bool = False
     progress: bool = True
@@ -106,6 +107,7 @@ class RunConfig:
             (self.recycle_after is None or self.recycle_after >= 0, "--recycle-after must be at least 0"),
             (self.worker_memory_gb is None or self.worker_memory_gb >= 0, "--worker-memory-gb must be at least 0"),
             (self.object_memory_gb >= 0, "--object-memory-gb must be at least 0"),
+            (self.max_triangles >= 0, "--max-triangles must be at least 0"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.downloads >= 1, "--downloads must be at least 1"),
             (self.download_retries >= 0 and self.download_timeout > 0 and self.download_backoff >= 0,

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from voxforge.loaders import format as fmt
+from voxforge.meshio import Limits
 from voxforge.loaders.shards import TarBuilder, shard_name
 from voxforge.pipeline.config import RunConfig
 from voxforge.pipeline.isolation import AttemptGuard
@@ -125,6 +126,7 @@ class ShardWorker:
             journal=self._journal,
         )
         cap_private_memory(self.config.object_memory_gb)
+        Limits.max_triangles = self.config.max_triangles  # what the mesh readers refuse before reading
 
     def _journal(self, entry: dict) -> None:
         """Note a replaced worker under the output (appended locally, one object per entry elsewhere)."""
