@@ -79,7 +79,6 @@ class GltfReader:
         self.buffers = [self._buffer(i, b, binary) for i, b in enumerate(self.header.get("buffers", []))]
         self._views: dict[int, bytes] = {}
         self._accessors: dict[int, np.ndarray] = {}
-        self.kept_images: list[dict] = []  # the images embedded in the plain GLB
 
     # -- containers and buffers ---------------------------------------------------------------------
 
@@ -440,7 +439,8 @@ def plain_glb(path: str | Path) -> tuple[bytes, list[str]]:
     source = reader.header
     header: dict = {"asset": {"version": "2.0", "generator": "voxforge plain glTF"}}
     writer = PlainWriter()
-    images, textures = _images(reader, writer), []
+    images, kept_images = _images(reader, writer)
+    textures = []  # per source texture: its plain form, or None when its image was left out
     for texture in source.get("textures", []):
         image = texture.get("source")
         if image is None:
@@ -450,18 +450,14 @@ def plain_glb(path: str | Path) -> tuple[bytes, list[str]]:
         if plain is not None and isinstance(sampler, int) and 0 <= sampler < len(source.get("samplers", [])):
             plain["sampler"] = sampler  # wrap and filter modes as the file says
         textures.append(plain)
-    materials, uv_transforms = _materials(reader, textures)
-    header["materials"] = materials
     kept = [t for t in textures if t is not None]
-    remap = {old: new for new, old in enumerate(i for i, t in enumerate(textures) if t is not None)}
-    for material in materials:  # texture indices into the kept list
-        for info in _texture_infos(material):
-            info["index"] = remap[info["index"]]
+    renumber_textures = {old: new for new, old in enumerate(i for i, t in enumerate(textures) if t is not None)}
+    header["materials"], uv_transforms = _materials(reader, renumber_textures)
     header["textures"] = kept
-    header["images"] = reader.kept_images
+    header["images"] = kept_images
     header["samplers"] = [{k: v for k, v in sampler.items() if k in ("magFilter", "minFilter", "wrapS", "wrapT")}
                           for sampler in source.get("samplers", [])] if kept else []
-    header["nodes"], header["scenes"] = _nodes(reader, writer)
+    header["nodes"], header["scenes"] = _nodes(reader)
     # only the meshes the default scene shows are decoded (another scene's broken mesh is not this object's)
     meshes = source.get("meshes", [])
     # one plain mesh per (mesh, morph weights): a node's own weights override its mesh's
@@ -486,11 +482,13 @@ def plain_glb(path: str | Path) -> tuple[bytes, list[str]]:
     return writer.glb(header), reader.warnings
 
 
-def _images(reader: GltfReader, writer: PlainWriter) -> dict[int, int]:
-    """Source image index -> index among the embedded ones; a missing or undecodable image is left out."""
+def _images(reader: GltfReader, writer: PlainWriter) -> tuple[dict[int, int], list[dict]]:
+    """(source image index -> index among the embedded ones, the embedded images' JSON); a missing or
+    undecodable image is left out, with a warning."""
     from PIL import Image
 
     found: dict[int, int] = {}
+    kept: list[dict] = []
     for index, image in enumerate(reader.header.get("images", [])):
         name = image.get("uri", f"image {index}") if not str(image.get("uri", "")).startswith("data:") else f"image {index}"
         if "bufferView" in image:
@@ -522,21 +520,15 @@ def _images(reader: GltfReader, writer: PlainWriter) -> dict[int, int]:
             reader.warnings.append(f"texture image '{name}' is {width}x{height} pixels, above the "
                                    f"{MAX_TEXTURE_PIXELS} limit: rendered with the base colour")
             continue
-        found[index] = len(reader.kept_images)
-        reader.kept_images.append({"bufferView": writer.add_view(data), "mimeType": kind})
-    return found
+        found[index] = len(kept)
+        kept.append({"bufferView": writer.add_view(data), "mimeType": kind})
+    return found, kept
 
 
-def _texture_infos(material: dict) -> list[dict]:
-    infos = [material.get(k) for k in ("normalTexture", "occlusionTexture", "emissiveTexture")]
-    pbr = material.get("pbrMetallicRoughness", {})
-    infos += [pbr.get("baseColorTexture"), pbr.get("metallicRoughnessTexture")]
-    return [info for info in infos if isinstance(info, dict)]
-
-
-def _materials(reader: GltfReader, textures: list) -> tuple[list[dict], dict[int, tuple[int, np.ndarray | None]]]:
-    """Materials with texture references that resolve (others removed) and, per material, the texture
-    coordinate set of its base colour texture and that texture's KHR_texture_transform matrix."""
+def _materials(reader: GltfReader, renumber_textures: dict[int, int]) -> tuple[list[dict], dict]:
+    """Materials whose texture references point at the kept textures (``renumber_textures``: source index ->
+    plain index; references to others removed) and, per material, the texture coordinate set of its base
+    colour texture and that texture's KHR_texture_transform matrix."""
     materials, uv_transforms = [], {}
     for index, source in enumerate(reader.header.get("materials", [])):
         material = {k: copy.deepcopy(v) for k, v in source.items() if k != "extensions"}
@@ -552,9 +544,10 @@ def _materials(reader: GltfReader, textures: list) -> tuple[list[dict], dict[int
             if not isinstance(info, dict):
                 continue
             texture = info.get("index")
-            if not isinstance(texture, int) or not 0 <= texture < len(textures) or textures[texture] is None:
+            if not isinstance(texture, int) or texture not in renumber_textures:
                 del owner[key]
                 continue
+            info["index"] = renumber_textures[texture]
             transform = info.pop("extensions", {}).get("KHR_texture_transform")
             coordinates = transform.get("texCoord", info.get("texCoord", 0)) if transform else info.get("texCoord", 0)
             info.pop("texCoord", None)
@@ -595,7 +588,7 @@ def _mesh(reader: GltfReader, writer: PlainWriter, index: int, mesh: dict, uv_tr
     return {"name": mesh.get("name", f"mesh_{index}"), "primitives": primitives}
 
 
-def _nodes(reader: GltfReader, writer: PlainWriter) -> tuple[list[dict], list[dict]]:
+def _nodes(reader: GltfReader) -> tuple[list[dict], list[dict]]:
     """The default scene's node tree (transforms kept; GPU instances as child nodes)."""
     source = reader.header.get("nodes", [])
     scenes = reader.header.get("scenes", [])

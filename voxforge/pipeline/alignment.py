@@ -21,12 +21,17 @@ def projection_hits(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarr
                     tolerance_px: int = 1) -> np.ndarray:
     """Per point (N, 3, object frame): does it project within ``tolerance_px`` of ``mask`` (H, W, bool)?
     Points outside the image count as misses."""
+    return _hits(project(points, K, world_to_camera)[0], mask, tolerance_px)
+
+
+def _hits(pixels: np.ndarray, mask: np.ndarray, tolerance_px: int) -> np.ndarray:
+    """Per projected point (N, 2, column and row): does it land within ``tolerance_px`` of ``mask``?"""
     if tolerance_px:
         mask = ndimage.binary_dilation(mask, iterations=tolerance_px)
-    pixels = np.rint(project(points, K, world_to_camera)[0]).astype(int)
+    pixels = np.rint(pixels).astype(int)
     height, width = mask.shape
     inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
-    hits = np.zeros(len(points), bool)
+    hits = np.zeros(len(pixels), bool)
     hits[inside] = mask[pixels[inside, 1], pixels[inside, 0]]
     return hits
 
@@ -45,7 +50,7 @@ def check_alignment(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarr
         in_frame = (pixels[:, 0] > -0.5) & (pixels[:, 0] < width - 0.5) & (pixels[:, 1] > -0.5) & (pixels[:, 1] < height - 0.5)
         if not in_frame.any():
             continue
-        share = float(projection_hits(subset[in_frame], K[view], world_to_camera[view], mask).mean())
+        share = float(_hits(pixels[in_frame], mask, tolerance_px=1).mean())
         if share < MIN_SHARE:
             raise ValueError(f"view {view}: only {share:.0%} of the object's surface points land on its mask "
                              "(images and geometry disagree)")
