@@ -4,10 +4,11 @@ The worker's own watchdog thread (:class:`voxforge.pipeline.isolation.AttemptGua
 that overruns ``--timeout`` with a clear reason, but it runs inside the process: a worker that is
 stopped (``SIGSTOP``, a debugger, a frozen container) or stuck in native code holding the GIL never
 gives it a turn. So each worker also starts one small watchdog *process* that reads the current
-deadline from a file the worker rewrites (wall-clock seconds, ``0`` between objects) and sends
-``SIGKILL`` (which ends a stopped process too) once the deadline is ``grace`` seconds past: Ray then
-restarts the actor and retries the shard task, whose marker names the object as timed out. The
-watchdog exits when the worker is gone.
+deadline from a file the worker rewrites (JSON: wall-clock deadline, ``0`` between objects, and the
+task's attempt marker) and, once the deadline is ``grace`` seconds past, writes the time-out reason
+into that marker and sends ``SIGKILL`` (which ends a stopped process too): Ray then restarts the actor
+and retries the shard task, which reads the reason from the marker. The watchdog exits when the
+worker is gone.
 
     python -m voxforge.pipeline.deadline WORKER_PID DEADLINE_FILE GRACE_SECONDS
 """
@@ -15,6 +16,7 @@ watchdog exits when the worker is gone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -33,20 +35,36 @@ def watch(worker: int, deadline_file: Path, grace_s: float) -> None:
         if os.getppid() != worker:  # the worker died and this process was handed to another parent
             return
         try:
-            deadline = float(deadline_file.read_text() or 0)
-        except (OSError, ValueError):  # gone, or caught mid-write: look again next time
+            current = json.loads(deadline_file.read_text())
+        except (OSError, ValueError):  # gone: look again next time
             continue
-        if deadline and time.time() > deadline + grace_s:
+        if current.get("deadline") and time.time() > current["deadline"] + grace_s:
+            with contextlib.suppress(Exception):  # the kill must happen even if the note cannot be written
+                record_reason(current)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker, signal.SIGKILL)
             return
+
+
+def record_reason(current: dict) -> None:
+    """Write the time-out reason into the task's attempt marker (on any storage the run writes to), so
+    the retried task reports a time-out, not a crash."""
+    from voxforge.pipeline.isolation import with_log
+    from voxforge.storage import location
+
+    if not current.get("output") or not current.get("marker"):
+        return
+    where = location(current["output"])
+    state = json.loads(where.read_bytes(current["marker"]))
+    state["reason"] = with_log(current["reason"], current.get("log"))
+    where.write_bytes(current["marker"], json.dumps(state).encode())
 
 
 class ExternalDeadline:
     """The worker's side: starts the watchdog process and tells it each object's deadline."""
 
     def __init__(self, grace_s: float) -> None:
-        handle, name = tempfile.mkstemp(prefix="voxforge-deadline-", suffix=".txt")
+        handle, name = tempfile.mkstemp(prefix="voxforge-deadline-", suffix=".json")
         os.close(handle)
         self.path = Path(name)
         self.set(None)
@@ -54,11 +72,14 @@ class ExternalDeadline:
             [sys.executable, "-m", "voxforge.pipeline.deadline", str(os.getpid()), str(self.path), str(grace_s)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def set(self, deadline: float | None) -> None:
-        """``deadline`` in ``time.time()`` seconds, or None when no object is in progress."""
+    def set(self, deadline: float | None, output: str = "", marker: str = "", reason: str = "", log: str = "") -> None:
+        """``deadline`` in ``time.time()`` seconds (None: no object in progress); past it, ``reason`` (with
+        the end of the renderer's ``log``, if any) is written into ``marker`` (a path under the location
+        ``output``) before the worker is killed."""
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(repr(deadline or 0.0))
-        os.replace(temporary, self.path)  # the watchdog never reads half a number
+        temporary.write_text(json.dumps({"deadline": deadline or 0.0, "output": output, "marker": marker,
+                                         "reason": reason, "log": log}))
+        os.replace(temporary, self.path)  # the watchdog never reads half a file
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -98,11 +98,8 @@ class AttemptGuard:
         victim = state.get("current")
         if victim:  # the process died while this object was being made
             crashes[victim] = crashes.get(victim, 0) + 1
-            overran = state.get("deadline") and time.time() > state["deadline"]
-            died = (f"timed out: took longer than {self.timeout_s:g} s and the worker was ended from outside "
-                    "(stopped, or hung without letting its watchdog run)") if overran else \
-                "the worker process died while processing it (crash or out of memory)"
-            reasons[victim] = state.get("reason") or with_log(died, state.get("log"))
+            reasons[victim] = state.get("reason") or with_log(
+                "the worker process died while processing it (crash or out of memory)", state.get("log"))
         self._state = {"crashes": crashes, "reasons": reasons, "current": None, "reason": "",
                        "log": str(log) if log else ""}
 
@@ -111,10 +108,11 @@ class AttemptGuard:
         crashes = self._state["crashes"].get(object_id, 0)
         if crashes >= self.max_attempts:
             return f"{self._state['reasons'].get(object_id, 'the worker died')}; gave up after {crashes} attempt(s)"
-        deadline = time.time() + self.timeout_s
-        self._state.update(current=object_id, reason="", deadline=deadline)
+        self._state.update(current=object_id, reason="")
         self._write()
-        self.external.set(deadline)
+        self.external.set(time.time() + self.timeout_s, self.where.url, self._marker,
+                          f"timed out: took longer than {self.timeout_s:g} s and the worker was ended from outside "
+                          "(stopped, or hung without letting its watchdog run)", self._state.get("log", ""))
         log = self._state["log"]
         if log:  # from here on the renderer's log is about this object only
             with contextlib.suppress(OSError):
