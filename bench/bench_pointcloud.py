@@ -100,7 +100,7 @@ def real_epoch(data: str, width: float, batch: int, points: int, device: torch.d
     objects = json.loads((Path(data) / "dataset.json").read_text())["counts"]["per_split"]["train"]
     steps = -(-objects // batch)
     config = ReconstNetConfig(width=width, points=points, batch_size=batch, iterations=steps, device=str(device),
-                              checkpoint_every=10 ** 9, log_every=10 ** 9)
+                              checkpoint_every=10 ** 9, checkpoint_minutes=0, log_every=10 ** 9)
     import tempfile
 
     with tempfile.TemporaryDirectory() as run:

@@ -121,3 +121,47 @@ def pyrender_no_aa():
         renderer.close()
     except Exception:  # noqa: BLE001 - Blender's Workbench used EGL in this process too: its context
         pass  # teardown can fail at the very end (a pipeline worker never holds both renderers)
+
+
+class PeakMemory:
+    """The peak resident memory (bytes) of this process and all its descendants (Ray's raylet and workers
+    among them), sampled from ``/proc`` every 50 ms by a thread while the ``with`` block runs. RSS counts
+    memory shared between processes once per process, so the figure is an upper bound."""
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        self.baseline = self.peak = self.tree_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.tree_rss())
+
+    @staticmethod
+    def tree_rss() -> int:
+        page = os.sysconf("SC_PAGE_SIZE")
+        parents, rss = {}, {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)], rss[int(entry)] = int(fields[1]), int(fields[21]) * page
+        tree, frontier = {os.getpid()}, [os.getpid()]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+            tree.update(children)
+            frontier += children
+        return sum(rss.get(pid, 0) for pid in tree)

@@ -2,12 +2,16 @@
 
 Each rank writes ``OUT/rank<R>.json`` with the object ids it read and a checksum of its final weights,
 so the test can check that ranks read disjoint shards and ended with the same (synchronized) model.
-Usage: python -m torch.distributed.run --nproc-per-node 2 tests/ddp_train_worker.py DATA OUT
+With ``stop``, rank 1 alone sends itself SIGUSR1 while reading its second batch: both ranks must stop
+after iteration 2.
+Usage: python -m torch.distributed.run --nproc-per-node 2 tests/ddp_train_worker.py DATA OUT [stop]
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,12 +22,14 @@ from voxforge.models.data import shard_batches
 from voxforge.models.train import TrainConfig, train
 
 
-def main(data: str, out: str) -> None:
+def main(data: str, out: str, stop: bool = False) -> None:
     state = distributed.setup("cpu")
     seen: list[str] = []
 
     def recording(batches):
-        for batch in batches:
+        for count, batch in enumerate(batches):
+            if stop and state.rank == 1 and count == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
             seen.extend(batch["id"])
             yield batch
 
@@ -32,10 +38,11 @@ def main(data: str, out: str) -> None:
     result = train(config, recording(shard_batches(data, 1, (1, 2), workers=0)), Path(out) / "run", progress=False)
     weights = torch.cat([p.detach().flatten() for p in result["model"].parameters()])
     record = {"rank": state.rank, "world_size": state.world_size, "ids": seen, "iteration": result["iteration"],
+              "stopped": result["stopped"],
               "weights_sum": float(weights.double().sum()), "weights_abs": float(weights.double().abs().sum())}
     (Path(out) / f"rank{state.rank}.json").write_text(json.dumps(record))
     torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], stop=sys.argv[3:] == ["stop"])

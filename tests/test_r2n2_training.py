@@ -228,17 +228,22 @@ def _shard_dataset(out: Path, objects: int = 4) -> Path:
     return out
 
 
-@pytest.mark.slow
-def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
-    """gloo, 2 ranks: disjoint shards per rank, identical weights after training, files from rank 0 only."""
+def _torchrun_two_ranks(tmp_path, out, *mode: str) -> subprocess.CompletedProcess:
+    """tests/ddp_train_worker.py under torchrun, 2 gloo ranks on loopback, on a fresh sharded dataset."""
     data = _shard_dataset(tmp_path / "data")
-    out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-               str(TESTS / "ddp_train_worker.py"), str(data), str(out)]
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+               str(TESTS / "ddp_train_worker.py"), str(data), str(out), *mode]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+
+
+@pytest.mark.slow
+def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
+    """gloo, 2 ranks: disjoint shards per rank, identical weights after training, files from rank 0 only."""
+    out = tmp_path / "out"
+    finished = _torchrun_two_ranks(tmp_path, out)
     assert finished.returncode == 0, finished.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["iteration"] for r in ranks] == [3, 3]
@@ -250,6 +255,21 @@ def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 4  # header + 3 iterations, written once (rank 0)
     assert len(list((run / "tensorboard").glob("events.*"))) == 1
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
+    """SIGUSR1 reaches rank 1 alone while it reads its 2nd batch: both ranks stop after iteration 2 (they
+    agree through the per-iteration all_reduce), rank 0 writes the checkpoint, the weights stay in sync."""
+    out = tmp_path / "out"
+    finished = _torchrun_two_ranks(tmp_path, out, "stop")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["iteration"] for r in ranks] == [2, 2]
+    assert [r["stopped"]["reason"] for r in ranks] == ["SIGUSR1", "SIGUSR1"]
+    assert np.isclose(ranks[0]["weights_sum"], ranks[1]["weights_sum"], rtol=0, atol=1e-6)
+    assert torch.load(out / "run" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    assert len((out / "run" / "metrics.csv").read_text().splitlines()) == 3  # header + 2 iterations, rank 0 only
 
 
 @pytest.mark.slow

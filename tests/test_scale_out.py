@@ -311,7 +311,8 @@ def test_object_store_faults_never_show_a_partial_shard(tmp_path, s3):
         proxy.add("PUT", r"/test/shard-000000\.tar", "status:500", times=-1)  # refused until the store recovers
         first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert first.returncode == 2, first.stderr[-3000:]
-        assert "could not write test/shard-000000.tar" in first.stderr and "run the same command" in first.stderr
+        assert "cannot write test/shard-000000.tar" in first.stderr and "run the same command" in first.stderr
+        assert "objects are safely written there" in first.stderr
         keys = s3.keys(bucket, "ds/")
         assert "ds/test/shard-000000.tar" not in keys and not [k for k in keys if "partial" in k]
         proxy.faults = [fault for fault in proxy.faults if fault.times >= 0]  # the store recovers

@@ -13,6 +13,7 @@ Credentials and endpoints are the backends' own: s3fs/botocore read ``AWS_ACCESS
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import uuid
@@ -78,6 +79,9 @@ class Location:
     url: str
     fs: object  # fsspec.AbstractFileSystem
     root: str
+    # a local folder that must already exist: a write fails (FileNotFoundError) instead of recreating it,
+    # so a run whose output folder was removed under it stops rather than writing a stray partial dataset
+    keep_root: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -157,7 +161,7 @@ class Location:
         name = f"{posixpath.basename(relative)}.{uuid.uuid4().hex[:12]}.partial"
         if self.is_local:
             target = Path(self.path(relative))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent(target)
             return target.with_name(name)
         import tempfile
 
@@ -170,18 +174,33 @@ class Location:
         file is gone once this succeeded (and still there when it raised)."""
         if self.is_local:
             target = Path(self.path(relative))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent(target)
             os.replace(local_file, target)  # staged beside the target: same filesystem, an atomic rename
             fsync_directory(target.parent)
         else:
             self.fs.put_file(str(local_file), self.path(relative))
             Path(local_file).unlink(missing_ok=True)
 
+    def _make_parent(self, target: Path) -> None:
+        if target.parent.is_dir():
+            return
+        if self.keep_root and not os.path.isdir(self.root):
+            raise FileNotFoundError(errno.ENOENT, "the folder no longer exists", self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+
     def remove(self, relative: str) -> None:
         try:
             self.fs.rm_file(self.path(relative))
         except FileNotFoundError:
             pass
+
+
+def storage_problem(error: BaseException) -> str:
+    """What went wrong with a write, in the system's words ("No space left on device", "Read-only file
+    system", "the folder no longer exists"), without a traceback."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
 
 
 def protocols(fs) -> tuple[str, ...]:
@@ -232,15 +251,25 @@ def output_location(url: str | os.PathLike, storage_options: dict | None = None)
     return location(url, storage_options)
 
 
-def writable_location(url: str | os.PathLike, storage_options: dict | None = None) -> Location:
-    """:func:`output_location`, proven writable (a small probe file is written and removed); raises
-    :class:`StorageError` with the reason otherwise."""
-    where = output_location(url, storage_options)
+def write_problem(where: Location) -> str:
+    """Why ``where`` refuses writes now ("No space left on device", "the folder no longer exists"), from a
+    small probe file written and removed; "" when it accepts them."""
+    if where.keep_root and where.is_local and not os.path.isdir(where.root):
+        return "the folder no longer exists"
     probe = f".voxforge/write-test-{uuid.uuid4().hex[:12]}"
     try:
         where.write_bytes(probe, b"ok")
         where.remove(probe)
     except Exception as error:  # noqa: BLE001 (each backend raises its own kinds; all mean "cannot write")
-        reason = getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
-        raise StorageError(f"--out {url}: cannot write there ({reason})") from None
+        return storage_problem(error)
+    return ""
+
+
+def writable_location(url: str | os.PathLike, storage_options: dict | None = None) -> Location:
+    """:func:`output_location`, proven writable (:func:`write_problem`); raises :class:`StorageError` with
+    the reason otherwise."""
+    where = output_location(url, storage_options)
+    problem = write_problem(where)
+    if problem:
+        raise StorageError(f"--out {url}: cannot write there ({problem})")
     return where

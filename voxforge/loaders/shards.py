@@ -99,13 +99,13 @@ class TarBuilder:
         return self._hashing.size, self._hashing.digest.hexdigest()
 
     def abort(self) -> None:
-        """Drop the file (nothing of it was published)."""
-        try:
-            self._tar.close()
-            self._file.close()
-        except OSError:
-            pass
-        self.path.unlink(missing_ok=True)
+        """Drop the file (nothing of it was published). Never raises: it runs after a failed write, whose
+        error is the one worth reporting (a ``.partial`` file left behind is removed by the next run)."""
+        for close in (self._tar.close, self._file.close, lambda: self.path.unlink(missing_ok=True)):
+            try:
+                close()
+            except OSError:
+                pass
 
 
 class ShardWriter:

@@ -35,6 +35,7 @@ class Limits:
     a pipeline worker sets them from its run's settings)."""
 
     max_triangles: int = 10_000_000  # after polygons are split and instances placed; real large assets pass
+    max_texture_pixels: int = 8192 * 8192  # width x height of one texture image (Objaverse's largest are 8K)
 
 
 def check_triangles(count: int, what: str) -> None:

@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from voxforge.meshio import MeshFileError, check_triangles
+from voxforge.meshio.images import texture_problem
 
 GLB_MAGIC, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942
 COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
@@ -47,7 +48,8 @@ HANDLED = {"KHR_draco_mesh_compression", "KHR_mesh_quantization", "EXT_meshopt_c
            "KHR_materials_transmission", "KHR_materials_volume", "KHR_materials_clearcoat", "KHR_materials_sheen",
            "KHR_materials_variants", "KHR_lights_punctual", "KHR_materials_pbrSpecularGlossiness"}
 MAX_DECODED_BYTES = 2 << 30  # per file: an accessor may declare a count far beyond its data (zeros)
-MAX_TEXTURE_PIXELS = 8192 * 8192
+MAX_NODE_DEPTH = 256  # levels of the node tree (real assets: a few dozen; skeletons about a hundred)
+MAX_PLACED_NODES = 1_000_000  # node copies (a node under several parents, against the spec, is placed per path)
 IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"RIFF": "image/webp"}
 
 
@@ -485,8 +487,6 @@ def plain_glb(path: str | Path) -> tuple[bytes, list[str]]:
 def _images(reader: GltfReader, writer: PlainWriter) -> tuple[dict[int, int], list[dict]]:
     """(source image index -> index among the embedded ones, the embedded images' JSON); a missing or
     undecodable image is left out, with a warning."""
-    from PIL import Image
-
     found: dict[int, int] = {}
     kept: list[dict] = []
     for index, image in enumerate(reader.header.get("images", [])):
@@ -510,15 +510,9 @@ def _images(reader: GltfReader, writer: PlainWriter) -> tuple[dict[int, int], li
             reader.warnings.append(f"texture image '{name}' cannot be decoded here ({declared}): rendered with the "
                                    "material's base colour")
             continue
-        try:
-            with Image.open(io.BytesIO(data)) as opened:
-                width, height = opened.size
-        except Exception as error:  # Pillow raises many types for broken images
-            reader.warnings.append(f"texture image '{name}' is unreadable ({error}): rendered with the base colour")
-            continue
-        if width * height > MAX_TEXTURE_PIXELS:
-            reader.warnings.append(f"texture image '{name}' is {width}x{height} pixels, above the "
-                                   f"{MAX_TEXTURE_PIXELS} limit: rendered with the base colour")
+        problem = texture_problem(data, name)
+        if problem:
+            reader.warnings.append(problem)
             continue
         found[index] = len(kept)
         kept.append({"bufferView": writer.add_view(data), "mimeType": kind})
@@ -600,15 +594,25 @@ def _nodes(reader: GltfReader) -> tuple[list[dict], list[dict]]:
     roots = scenes[default].get("nodes", []) if scenes else list(range(len(source)))
     nodes: list[dict] = []
 
+    ancestors: list[int] = []
+
     def copy_node(index: int, depth: int) -> int:
-        if depth > 256 or not isinstance(index, int) or not 0 <= index < len(source):
-            raise MeshFileError(f"node {index} does not exist or the node tree is cyclic")
+        if not isinstance(index, int) or not 0 <= index < len(source):
+            raise MeshFileError(f"node {index} does not exist")
+        if index in ancestors:
+            raise MeshFileError(f"the node tree is cyclic (node {index} is its own ancestor)")
+        if depth >= MAX_NODE_DEPTH:
+            raise MeshFileError(f"the node tree is more than {MAX_NODE_DEPTH} levels deep")
+        if len(nodes) >= MAX_PLACED_NODES:  # nodes listed under several parents are placed once per path
+            raise MeshFileError(f"the node tree places more than {MAX_PLACED_NODES:,} nodes")
         node = source[index]
         plain = {k: node[k] for k in ("name", "matrix", "translation", "rotation", "scale", "mesh", "weights")
                  if k in node}
         position = len(nodes)
         nodes.append(plain)
+        ancestors.append(index)
         children = [copy_node(child, depth + 1) for child in node.get("children", [])]
+        ancestors.pop()
         instancing = node.get("extensions", {}).get("EXT_mesh_gpu_instancing")
         if instancing and "mesh" in plain:
             children += _instances(reader, plain.pop("mesh"), instancing, nodes)

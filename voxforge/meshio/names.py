@@ -17,7 +17,10 @@ from pathlib import Path
 
 import trimesh
 
+from voxforge.meshio.images import texture_problem
+
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tga", ".tif", ".tiff", ".gif", ".webp", ".dds", ".ppm"}
 
 
 def portable_name(name: str) -> str:
@@ -90,4 +93,6 @@ class FolderResolver(trimesh.resolvers.FilePathResolver):
         path = find_companion(Path(self.parent), name)
         if path is None:
             raise FileNotFoundError(name)
+        if path.suffix.lower() in IMAGE_SUFFIXES and texture_problem(str(path), path.name):
+            raise FileNotFoundError(name)  # too large to decode: trimesh leaves the texture out
         return path.read_bytes()

@@ -21,6 +21,7 @@ import numpy as np
 import trimesh
 
 from voxforge.meshio import MeshFileError, check_triangles, trimesh_load
+from voxforge.meshio.images import texture_problem
 from voxforge.meshio.mtl import texture_name
 from voxforge.meshio.names import find_companion
 from voxforge.meshio.polygons import newell_normals, triangulate
@@ -122,7 +123,8 @@ def convex(numbers: np.ndarray, first: np.ndarray, sizes: np.ndarray, vertices: 
 
 
 def missing_textures(path: Path, data: bytes) -> list[str]:
-    """Warnings for material libraries and ``map_Kd`` images the file names that are not there."""
+    """Warnings for material libraries and ``map_Kd`` images the file names that are not there, or that are
+    too large to decode (:func:`voxforge.meshio.images.texture_problem`)."""
     warnings = []
     for name in mtllib_names(data):
         library = find_companion(path.parent, name)
@@ -134,9 +136,14 @@ def missing_textures(path: Path, data: bytes) -> list[str]:
             # options (-s 1 1 1, -bm 0.5, ...) come first; the bytes survive the round trip (surrogateescape)
             words = image.group(1).decode("utf-8", "surrogateescape").split()
             image_name = texture_name(words).encode("utf-8", "surrogateescape").strip()
-            if image_name and find_companion(library.parent, image_name) is None:
+            if not image_name:
+                continue
+            found = find_companion(library.parent, image_name)
+            if found is None:
                 warnings.append(f"texture image '{_shown(image_name)}' is missing: rendered with the material's "
                                 "base colour")
+            elif problem := texture_problem(str(found), _shown(image_name)):
+                warnings.append(problem)  # the resolver refuses it to trimesh; Blender leaves it out too
     return sorted(set(warnings))
 
 

@@ -29,6 +29,7 @@ def add_train_options(parser) -> None:
 
 def train_command(args) -> int:
     from voxforge.models.data import training_batches
+    from voxforge.models.stopping import report_stop
     from voxforge.models.train import TrainConfig, train
 
     low, _, high = args.views.partition("-")
@@ -36,6 +37,7 @@ def train_command(args) -> int:
     config = TrainConfig(arch=args.arch, width=args.width, iterations=args.iterations, batch_size=args.batch_size,
                          views=views, lr=args.lr, lr_steps=tuple(args.lr_steps), weight_decay=args.weight_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                         checkpoint_minutes=args.checkpoint_minutes, time_limit=args.time_limit,
                          warmup=args.warmup, foreground_weight=args.foreground_weight, batch_norm=args.batch_norm,
                          image_size=args.image_size, amp=args.amp, compile=args.compile, log_every=args.log_every)
     if args.device:
@@ -46,6 +48,8 @@ def train_command(args) -> int:
 
             metrics = train_with_ray(config, args.data, args.out, args.address, max(1, args.ray_workers or 1),
                                      args.workers, resume=args.resume, progress=not args.no_progress)
+            if metrics.get("stopped"):
+                return report_stop(metrics["stopped"], args.out)
             print(f"trained {metrics.get('iteration')} iterations on {args.ray_workers or 1} Ray workers; "
                   f"last loss {metrics.get('loss', float('nan')):.4f}; run: {args.out}")
             return 0
@@ -57,6 +61,8 @@ def train_command(args) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if result["stopped"]:  # every rank exits with the same status; rank 0 says why
+        return report_stop(result["stopped"], args.out, quiet=result["rank"] != 0)
     if result["rank"] == 0:
         last = result["losses"][-1] if result["losses"] else float("nan")
         ranks = f", {result['world_size']} ranks" if result["world_size"] > 1 else ""

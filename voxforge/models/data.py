@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from voxforge.loaders.r2n2 import is_r2n2_layout
+from voxforge.models.stopping import quiet_worker
 
 
 def crop_views(images: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -137,7 +138,7 @@ def r2n2_batches(root: str | Path, batch_size: int, views: tuple[int, int], imag
     dataset = R2N2Views(r2n2_objects(root, split), image_size)
     sampler = ViewCountBatches(len(dataset), batch_size, views, seed, rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                         pin_memory=torch.cuda.is_available())
+                                         pin_memory=torch.cuda.is_available(), worker_init_fn=quiet_worker)
 
     def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
         sampler.epoch, sampler.skip = epoch, skip
@@ -163,7 +164,7 @@ def shard_batches(root: str | Path, batch_size: int, views: tuple[int, int], wor
                           seed=seed + 7919 * rank)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                                          pin_memory=torch.cuda.is_available(), drop_last=False,
-                                         persistent_workers=False)
+                                         persistent_workers=False, worker_init_fn=quiet_worker)
 
     def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
         dataset.set_epoch(epoch)

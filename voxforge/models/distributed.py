@@ -65,13 +65,22 @@ def setup(device: str) -> Distributed:
 
 def all_ranks_have(flag: bool, state: Distributed) -> bool:
     """True when every rank has ``flag``: ranks stop together when any one's batch stream ends."""
+    return agree(flag, 0, state)[0]
+
+
+def agree(have_batch: bool, stop: int, state: Distributed) -> tuple[bool, int]:
+    """One all_reduce per iteration for two questions: does every rank have a batch, and the largest stop
+    code any rank was given (0: none; :class:`voxforge.models.stopping.Stopper`), so that all ranks end
+    at the same iteration, whichever of them got the signal or ran out of data."""
     if state.world_size == 1:
-        return flag
+        return have_batch, stop
     import torch.distributed as dist
 
-    value = torch.tensor([1 if flag else 0], device=state.device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
+    value = torch.tensor([0 if have_batch else 1, int(stop)],
+                         device=state.device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    missing, code = value.tolist()
+    return not missing, int(code)
 
 
 def wrap(model: torch.nn.Module, state: Distributed) -> torch.nn.Module:
@@ -99,6 +108,7 @@ def _ray_worker(settings: dict) -> dict:
     result = train(config, batches, settings["out"], resume=settings["resume"],
                    progress=settings["progress"] and rank == 0)
     return {"iteration": result["iteration"], "loss": result["losses"][-1] if result["losses"] else float("nan"),
+            "stopped": result["stopped"],
             "world_size": result["world_size"], "iterations_per_second": result["iterations_per_second"],
             "images_per_second": result["images_per_second"], "data_wait_share": result["data_wait_share"]}
 

@@ -6,7 +6,8 @@ renders to 128); the target is the object's first ``points`` stored points (the 
 subset with ``--preset pointcloud``) or a random subset of that size. Loss: Chamfer distance (squared,
 means summed, as PSGN) + ``emd_weight`` x approximate EMD (Sinkhorn) + ``kl_weight`` x the latent's KL
 divergence to N(0, I). The optimizer, schedule, checkpoints (exact ``--resume``) and ``metrics.csv``
-are the 3D-R2N2 trainer's (:mod:`voxforge.models.train`).
+are the 3D-R2N2 trainer's (:mod:`voxforge.models.train`), and so are the stops with a checkpoint on a
+signal or a time limit (:mod:`voxforge.models.stopping`).
 
 ``frame="view"`` trains on targets rotated into the input camera's frame (PSGN's view-centred
 setting); evaluation rotates the ground truth the same way.
@@ -29,6 +30,7 @@ from voxforge.models.data import EpochBatches, crop_views
 from voxforge.models.pointcloud import ReconstNet, kl_divergence
 from voxforge.models.pointcloud_losses import chamfer_distance, sinkhorn_emd
 from voxforge.models.pointcloud_metrics import CONVENTIONS, evaluate_cloud
+from voxforge.models.stopping import STOP_SIGNALS, Stopper, quiet_worker, report_stop
 from voxforge.models.train import make_optimizer, open_metrics, restore_checkpoint, resumed_stream, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,9 @@ class ReconstNetConfig:
     kl_weight: float = 1e-3
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
-    checkpoint_every: int = 2000
+    checkpoint_every: int = 2000  # iterations between checkpoints
+    checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints too (0: none)
+    time_limit: float | None = None  # wall-clock minutes, then stop with a checkpoint (None: no limit)
     log_every: int = 50
 
 
@@ -103,7 +107,8 @@ def reconstnet_batches(root: str | Path, config: ReconstNetConfig, workers: int 
     # its own generator: the global torch RNG (the latent's noise) then depends only on the steps taken
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
                                          collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                                         generator=torch.Generator().manual_seed(config.seed))
+                                         generator=torch.Generator().manual_seed(config.seed),
+                                         worker_init_fn=quiet_worker)
 
     def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
         """One epoch's batches after the first ``skip``; its crops and point subsets seeded by the epoch."""
@@ -138,10 +143,17 @@ def reconstnet_loss(model: ReconstNet, images: torch.Tensor, target: torch.Tenso
 
 
 def train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool = False,
-                     progress: bool = True) -> dict:
-    """Train for ``config.iterations`` steps; ``checkpoint.pt``, ``metrics.csv``, ``config.json`` in ``run_dir``."""
+                     progress: bool = True, signals: Iterable[int] = STOP_SIGNALS) -> dict:
+    """Train for ``config.iterations`` steps; ``checkpoint.pt``, ``metrics.csv``, ``config.json`` in ``run_dir``.
+
+    Checkpoints and stops are the 3D-R2N2 trainer's (:func:`voxforge.models.train.train`): every
+    ``config.checkpoint_every`` iterations and ``config.checkpoint_minutes`` minutes, at the end, and when
+    one of ``signals`` (default SIGTERM, SIGINT, SIGUSR1) or ``config.time_limit`` (minutes) stops the run
+    at the next iteration boundary; ``result["stopped"]`` then says why (else None).
+    """
     if config.frame not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {config.frame!r}")
+    stopper = Stopper(config.checkpoint_minutes, config.time_limit, signals)  # its clock starts now
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -161,40 +173,43 @@ def train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir:
     history: dict[str, list[float]] = {"loss": [], "chamfer": [], "emd": [], "kl": []}
     began = time.perf_counter()
     done = start
-    try:
-        model.train()
-        for iteration in bar:
-            batch = next(stream, None)
-            if batch is None:
-                break
-            images = batch["images"].to(device, non_blocking=True)
-            target = batch["points"].to(device, non_blocking=True)
-            terms = reconstnet_loss(model, images, target, config)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for name in history:
-                history[name].append(float(terms[name].detach()))
-            done = iteration + 1
-            data_position = getattr(batches, "position", None)
-            if done % config.log_every == 0 or done == config.iterations:
-                writer.writerow([done] + [round(history[n][-1], 6) for n in ("loss", "chamfer", "emd", "kl")]
-                                + [scheduler.get_last_lr()[0], round(time.perf_counter() - began, 2)])
-                metrics_file.flush()
-                bar.set_postfix(chamfer=f"{history['chamfer'][-1]:.5f}")
-            if done % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
-    except KeyboardInterrupt:
-        log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
-        raise
-    finally:
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
-        metrics_file.close()
-        bar.close()
-    return {"model": model, "history": history, "iteration": done}
+    with stopper:  # from here on the stop signals only set a flag: the loop stops between two iterations
+        try:
+            model.train()
+            for iteration in bar:
+                batch = stopper.next_batch(stream)  # None: stop here (asked, or out of data)
+                if batch is None:
+                    break
+                images = batch["images"].to(device, non_blocking=True)
+                target = batch["points"].to(device, non_blocking=True)
+                terms = reconstnet_loss(model, images, target, config)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                for name in history:
+                    history[name].append(float(terms[name].detach()))
+                done = iteration + 1
+                data_position = getattr(batches, "position", None)
+                if done % config.log_every == 0 or done == config.iterations:
+                    writer.writerow([done] + [round(history[n][-1], 6) for n in ("loss", "chamfer", "emd", "kl")]
+                                    + [scheduler.get_last_lr()[0], round(time.perf_counter() - began, 2)])
+                    metrics_file.flush()
+                    bar.set_postfix(chamfer=f"{history['chamfer'][-1]:.5f}")
+                if stopper.checkpoint_due(done, config.checkpoint_every):
+                    save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
+                    stopper.checkpointed()
+        except KeyboardInterrupt:
+            log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
+            raise
+        finally:
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
+            metrics_file.close()
+            bar.close()
+    return {"model": model, "history": history, "iteration": done,
+            "stopped": stopper.summary(done, config.iterations)}
 
 
 def _mean_metrics(rows: list[dict]) -> dict:
@@ -270,7 +285,8 @@ def train_command(args) -> int:
     config = ReconstNetConfig(width=args.width, points=args.points, frame=args.frame, iterations=args.iterations,
                               batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps),
                               weight_decay=args.weight_decay, grad_clip=args.grad_clip, emd_weight=args.emd_weight,
-                              kl_weight=args.kl_weight, seed=args.seed, checkpoint_every=args.checkpoint_every)
+                              kl_weight=args.kl_weight, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                              checkpoint_minutes=args.checkpoint_minutes, time_limit=args.time_limit)
     if args.device:
         config.device = args.device
     try:
@@ -282,6 +298,8 @@ def train_command(args) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint in {args.out}; continue with --resume", file=sys.stderr)
         return 130
+    if result["stopped"]:
+        return report_stop(result["stopped"], args.out)
     history = result["history"]
     if not history["chamfer"]:
         print(f"nothing to do: {args.out} is already at iteration {result['iteration']}")

@@ -2,8 +2,10 @@
 
 Defaults follow the released 3D-R2N2 code: Adam, lr 1e-4 dropping to 1e-5 at 20k and 1e-6 at 60k
 iterations, weight decay 5e-5 on non-bias weights, each batch one random view count in 1..5.
-Checkpoints hold model, optimizer, scheduler, RNG states and the iteration, so ``resume`` continues
-exactly.
+Checkpoints hold model, optimizer, scheduler, RNG states, the iteration and the data position, so
+``resume`` continues exactly. They are written every ``checkpoint_every`` iterations, every
+``checkpoint_minutes`` minutes, at the end, and when the run stops early (SIGTERM, SIGINT, SIGUSR1 or
+``time_limit``: :mod:`voxforge.models.stopping`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from voxforge.models.data import crop_views
 from voxforge.models.r2n2 import R2N2, voxel_iou
+from voxforge.models.stopping import STOP_SIGNALS, Stopper
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ class TrainConfig:
     image_size: int = 127
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
-    checkpoint_every: int = 2000
+    checkpoint_every: int = 2000  # iterations between checkpoints
+    checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints too (0: none)
+    time_limit: float | None = None  # wall-clock minutes, then stop with a checkpoint (None: no limit)
     log_every: int = 50
     batch_norm: bool = False  # after every convolution (not in the paper; makes small CPU runs learn fast)
     amp: str = "none"  # "bf16" (CUDA or CPU) or "fp16" (CUDA) autocast
@@ -122,12 +127,37 @@ def resumed_stream(batches, done: int, position: tuple[int, int] | None):
 
 
 def open_metrics(run_dir: Path, start: int, columns: list[str]):
-    """``run_dir/metrics.csv`` opened for appending (header written on a fresh run): (file, csv writer)."""
-    metrics_file = (run_dir / "metrics.csv").open("a", newline="")
-    writer = csv.writer(metrics_file)
-    if start == 0:
+    """``run_dir/metrics.csv`` opened for appending: (file, csv writer).
+
+    A fresh run (``start`` 0) begins a new file with the header. A resumed one keeps the rows up to
+    iteration ``start`` and drops later ones, logged by a run killed after its last checkpoint (as
+    TensorBoard's ``purge_step`` does), so every iteration is logged once.
+    """
+    path = run_dir / "metrics.csv"
+    rows = []
+    if start and path.exists():
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+    if not rows:
+        metrics_file = path.open("w", newline="")
+        writer = csv.writer(metrics_file)
         writer.writerow(columns)
-    return metrics_file, writer
+        return metrics_file, writer
+    kept = rows[:1] + [row for row in rows[1:] if row and _logged_at(row[0]) <= start]
+    if len(kept) < len(rows):
+        temporary = path.with_name("metrics.csv.partial")
+        with temporary.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+        temporary.replace(path)
+    metrics_file = path.open("a", newline="")
+    return metrics_file, csv.writer(metrics_file)
+
+
+def _logged_at(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return float("inf")
 
 
 def build_model(config: TrainConfig) -> R2N2:
@@ -197,7 +227,8 @@ METRIC_COLUMNS = ["iteration", "loss", "lr", "views", "seconds", "images_per_s",
 
 
 def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool = False,
-          progress: bool = True, on_log: Callable[[int, torch.nn.Module], None] | None = None) -> dict:
+          progress: bool = True, on_log: Callable[[int, torch.nn.Module], None] | None = None,
+          signals: Iterable[int] = STOP_SIGNALS) -> dict:
     """Train for ``config.iterations`` steps; writes ``checkpoint.pt``, ``metrics.csv`` and TensorBoard logs.
 
     ``batches`` yields dicts with ``images`` (B, V, 3, H, W) and ``voxels`` (B, 32, 32, 32). With
@@ -207,9 +238,17 @@ def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, res
     iterations of rank 0; ``data_wait`` is the share of wall time spent waiting for batches.
     ``on_log(iteration, model)`` runs on rank 0 after each log line (e.g. a validation pass); the model
     is put back in training mode afterwards.
+
+    Checkpoints: every ``config.checkpoint_every`` iterations and ``config.checkpoint_minutes`` minutes
+    of wall-clock time, at the end, and on a stop. ``signals`` (default SIGTERM, SIGINT, SIGUSR1; ``()``
+    for none) and ``config.time_limit`` (minutes since the call) end the run at the next iteration
+    boundary with a checkpoint; ``result["stopped"]`` then holds the reason, the iteration and the exit
+    status ``pipeline train`` uses (:mod:`voxforge.models.stopping`), else None. Under DDP all ranks stop
+    at the same iteration.
     """
     from voxforge.models import distributed
 
+    stopper = Stopper(config.checkpoint_minutes, config.time_limit, signals)  # its clock starts now
     run_dir = Path(run_dir)
     state = distributed.setup(config.device)
     device = state.device
@@ -244,80 +283,81 @@ def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, res
     images_seen = window_images = 0
     window_start, window_wait = began, 0.0
     done = start  # iterations completed
-    try:
-        model.train()
-        for iteration in bar:
-            asked = time.perf_counter()
-            batch = next(stream, None)
-            wait = time.perf_counter() - asked
-            waited += wait
-            window_wait += wait
-            if not distributed.all_ranks_have(batch is not None, state):
-                break  # a finite batch stream (a time budget, a fixed list) has ended
-            images = to_device(batch["images"], device)
-            voxels = to_device(batch["voxels"], device)
-            with autocast(device, config.amp):
-                logits = forward(images)
-            loss = model.loss(logits, voxels, config.foreground_weight)  # float32 whatever the autocast
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            pending.append(loss.detach())
-            count = images.shape[0] * images.shape[1]
-            images_seen += count
-            window_images += count
-            done = iteration + 1
-            data_position = getattr(batches, "position", None)  # after this step's batch
-            if done % config.log_every == 0 or done == config.iterations:
-                window = torch.stack(pending).float().cpu().tolist()  # one device sync per log line
-                losses.extend(window)
-                pending.clear()
-                now = time.perf_counter()
-                rate = window_images / max(now - window_start, 1e-9)
-                share = window_wait / max(now - window_start, 1e-9)
-                if state.is_main:
-                    mean_loss = float(np.mean(window))
-                    lr = scheduler.get_last_lr()[0]
-                    writer.writerow([done, round(mean_loss, 6), lr, images.shape[1], round(now - began, 2),
-                                     round(rate, 1), round(share, 4)])
-                    metrics_file.flush()
-                    board.scalars(done, {"train/loss": mean_loss, "train/lr": lr, "perf/images_per_s": rate,
-                                         "perf/data_wait_share": share,
-                                         "perf/iterations_per_s": len(window) / max(now - window_start, 1e-9)})
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}", wait=f"{share:.0%}")
-                    if on_log is not None:
-                        on_log(done, model)
-                        model.train()
-                window_start, window_wait, window_images = time.perf_counter(), 0.0, 0
-            if state.is_main and done % config.checkpoint_every == 0:
+    with stopper:  # from here on the stop signals only set a flag: the loop stops between two iterations
+        try:
+            model.train()
+            for iteration in bar:
+                batch = stopper.next_batch(stream, state)  # None: stop here (asked, or out of data), on every rank
+                waited += stopper.fetch_seconds
+                window_wait += stopper.fetch_seconds
+                if batch is None:
+                    break
+                images = to_device(batch["images"], device)
+                voxels = to_device(batch["voxels"], device)
+                with autocast(device, config.amp):
+                    logits = forward(images)
+                loss = model.loss(logits, voxels, config.foreground_weight)  # float32 whatever the autocast
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                pending.append(loss.detach())
+                count = images.shape[0] * images.shape[1]
+                images_seen += count
+                window_images += count
+                done = iteration + 1
+                data_position = getattr(batches, "position", None)  # after this step's batch
+                if done % config.log_every == 0 or done == config.iterations:
+                    window = torch.stack(pending).float().cpu().tolist()  # one device sync per log line
+                    losses.extend(window)
+                    pending.clear()
+                    now = time.perf_counter()
+                    rate = window_images / max(now - window_start, 1e-9)
+                    share = window_wait / max(now - window_start, 1e-9)
+                    if state.is_main:
+                        mean_loss = float(np.mean(window))
+                        lr = scheduler.get_last_lr()[0]
+                        writer.writerow([done, round(mean_loss, 6), lr, images.shape[1], round(now - began, 2),
+                                         round(rate, 1), round(share, 4)])
+                        metrics_file.flush()
+                        board.scalars(done, {"train/loss": mean_loss, "train/lr": lr, "perf/images_per_s": rate,
+                                             "perf/data_wait_share": share,
+                                             "perf/iterations_per_s": len(window) / max(now - window_start, 1e-9)})
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}", wait=f"{share:.0%}")
+                        if on_log is not None:
+                            on_log(done, model)
+                            model.train()
+                    window_start, window_wait, window_images = time.perf_counter(), 0.0, 0
+                if state.is_main and stopper.checkpoint_due(done, config.checkpoint_every):
+                    save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
+                    stopper.checkpointed()
+        except KeyboardInterrupt:
+            log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
+            raise
+        finally:
+            if pending:
+                losses.extend(torch.stack(pending).float().cpu().tolist())
+            if state.is_main:
                 save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
-    except KeyboardInterrupt:
-        log.warning("interrupted after iteration %d: checkpoint saved, resume with --resume", done)
-        raise
-    finally:
-        if pending:
-            losses.extend(torch.stack(pending).float().cpu().tolist())
-        if state.is_main:
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
-            metrics_file.close()
-            board.close()
-        bar.close()
+                metrics_file.close()
+                board.close()
+            bar.close()
     seconds = time.perf_counter() - began
     trained = done - start
     return {"model": model, "losses": losses, "iteration": done, "seconds": seconds,
             "iterations_per_second": trained / max(seconds, 1e-9), "images_per_second": images_seen / max(seconds, 1e-9),
-            "data_wait_share": waited / max(seconds, 1e-9), "rank": state.rank, "world_size": state.world_size}
+            "data_wait_share": waited / max(seconds, 1e-9), "rank": state.rank, "world_size": state.world_size,
+            "stopped": stopper.summary(done, config.iterations)}
 
 
 @torch.no_grad()

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-triangles", type=int, default=10_000_000,
                      help="fail, before reading its data, a file that declares more triangles than this (after "
                      "polygons are split and instances placed; default 10000000; 0 = no limit)")
+    run.add_argument("--max-texture-pixels", type=int, default=8192 * 8192,
+                     help="leave out (with a warning) a texture image whose width x height, read from its header "
+                     "before decoding, is above this (default 67108864 = 8192x8192; 0 = no limit)")
     run.add_argument("--retry-failed", action="store_true", help="try objects that failed in earlier runs again")
     run.add_argument("--save-depth", action="store_true", help="also store float16 depth maps")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -141,13 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--files-per-commit", type=int, default=100,
                          help="Hub uploads: files per commit (default 100; a re-run resumes after the last commit)")
     publish.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train = commands.add_parser("train", help="train 3D-R2N2 on a voxforge dataset or the 3D-R2N2 layout")
+    train = commands.add_parser(
+        "train", help="train 3D-R2N2 on a voxforge dataset or the 3D-R2N2 layout",
+        epilog="Stopping: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (e.g. SLURM's --signal warning) end the run at the "
+        "next iteration boundary, as --time-limit does, with a checkpoint in OUT/checkpoint.pt (model, optimizer, "
+        "schedule, RNG states, iteration and data position): the same command with --resume continues exactly. A "
+        "second Ctrl-C stops at once. Exit status: 0 when finished or stopped by SIGUSR1 or --time-limit; 143 "
+        "after SIGTERM and 130 after SIGINT (128 + the signal's number); 2 for a usage error, such as an OUT that "
+        "holds files without --resume or --overwrite.")
     train.add_argument("--data", required=True, help="voxforge dataset folder or URL (s3://..., hf://datasets/...) "
                        "or 3D-R2N2 layout folder")
     train.add_argument("--arch", default="res3d-gru-3",
                        help="3d-lstm-1, 3d-gru-1, 3d-lstm-3, 3d-gru-3, res3d-gru-3 (default) or gru-vector; "
                        "reconstnet: the single-view point-cloud network (needs a dataset with points)")
-    train.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv, config.json)")
+    train.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv, config.json); one "
+                       "that holds files needs --resume or --overwrite")
     train.add_argument("--iterations", type=int, default=60000)
     train.add_argument("--batch-size", type=int, default=24)
     train.add_argument("--views", default="1-5", help="view count range per batch, MIN-MAX (default 1-5)")
@@ -159,8 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     train.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--checkpoint-every", type=int, default=2000)
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--checkpoint-every", type=int, default=2000, metavar="N",
+                       help="checkpoint every N iterations (default 2000)")
+    train.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="MINUTES",
+                       help="also checkpoint every MINUTES of wall-clock time (default 10; 0 = iterations only)")
+    train.add_argument("--time-limit", type=float, metavar="MINUTES",
+                       help="stop with a checkpoint once MINUTES of wall-clock time have passed (checked every "
+                       "iteration; exit status 0; continue with --resume)")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint.pt")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the run in OUT first (checkpoint, config.json, metrics.csv, TensorBoard events, "
+                       "eval.json, gallery.png, predictions; other files are kept), then train from scratch")
     train.add_argument("--points", type=int, default=1024, help="reconstnet: points predicted (default 1024)")
     train.add_argument("--frame", choices=("object", "view"), default="object",
                        help="reconstnet: target frame, object (3D-ReConstNet) or the input camera's (PSGN)")
@@ -185,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    from voxforge.models.stopping import RunFolderError, prepare_run_dir
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone looks at (and clears) the run folder
+        try:
+            deleted, kept = prepare_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+        except RunFolderError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if deleted:
+            print(f"--overwrite: deleted {', '.join(deleted)} from {args.out}"
+                  + (f" (kept: {', '.join(kept)})" if kept else ""), file=sys.stderr)
+        if args.resume and os.path.isdir(args.out) and os.listdir(args.out) \
+                and not os.path.exists(os.path.join(args.out, "checkpoint.pt")):
+            print(f"--resume: {args.out} holds no checkpoint.pt; training starts at iteration 0", file=sys.stderr)
     if args.arch == "reconstnet":
         from voxforge.models.pointcloud_train import train_command
 
@@ -294,6 +329,7 @@ def _run(args) -> int:
         shard_size=args.shard_size, min_shards=args.min_shards, timeout=args.timeout, retry_failed=args.retry_failed,
         recycle_after=args.recycle_after, worker_memory_gb=args.worker_memory_gb,
         object_memory_gb=args.object_memory_gb, max_triangles=args.max_triangles,
+        max_texture_pixels=args.max_texture_pixels,
         save_depth=args.save_depth, progress=not args.no_progress, **_download_options(args),
         camera_layout=args.camera_layout, azimuth=tuple(args.azimuth), elevation=tuple(args.elevation),
         distance=tuple(args.distance), focal=args.focal, keep_in_frame=args.keep_in_frame,

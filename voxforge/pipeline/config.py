@@ -60,6 +60,7 @@ class RunConfig:
     # an object needing more fails with MemoryError instead of taking the node down (0: no cap)
     object_memory_gb: float = 16.0
     max_triangles: int = 10_000_000  # a file declaring more (polygons split, instances placed) is failed unread
+    max_texture_pixels: int = 8192 * 8192  # a texture image larger than this (header) is left out, with a warning
     retry_failed: bool = False
     save_depth: bool = False
     progress: bool = True
@@ -108,6 +109,7 @@ class RunConfig:
             (self.worker_memory_gb is None or self.worker_memory_gb >= 0, "--worker-memory-gb must be at least 0"),
             (self.object_memory_gb >= 0, "--object-memory-gb must be at least 0"),
             (self.max_triangles >= 0, "--max-triangles must be at least 0"),
+            (self.max_texture_pixels >= 0, "--max-texture-pixels must be at least 0"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.downloads >= 1, "--downloads must be at least 1"),
             (self.download_retries >= 0 and self.download_timeout > 0 and self.download_backoff >= 0,

@@ -29,7 +29,16 @@ POLL_S = 0.5
 
 
 def watch(worker: int, deadline_file: Path, grace_s: float) -> None:
-    """Until ``worker`` is gone: kill it when the deadline in ``deadline_file`` is ``grace_s`` past."""
+    """Until ``worker`` is gone: kill it when the deadline in ``deadline_file`` is ``grace_s`` past. The
+    file is removed when this returns (a killed worker cannot remove it)."""
+    try:
+        _watch(worker, deadline_file, grace_s)
+    finally:
+        with contextlib.suppress(OSError):
+            deadline_file.unlink()
+
+
+def _watch(worker: int, deadline_file: Path, grace_s: float) -> None:
     while True:
         time.sleep(POLL_S)
         if os.getppid() != worker:  # the worker died and this process was handed to another parent
@@ -56,7 +65,8 @@ def record_reason(current: dict) -> None:
         return
     where = location(current["output"])
     state = json.loads(where.read_bytes(current["marker"]))
-    state["reason"] = with_log(current["reason"], current.get("log"))
+    reason = f"{current['stage']}: {current['reason']}" if current.get("stage") else current["reason"]
+    state["reason"] = with_log(reason, current.get("log"))
     where.write_bytes(current["marker"], json.dumps(state).encode())
 
 
@@ -64,8 +74,9 @@ class ExternalDeadline:
     """The worker's side: starts the watchdog process and tells it each object's deadline."""
 
     def __init__(self, grace_s: float) -> None:
-        handle, name = tempfile.mkstemp(prefix="voxforge-deadline-", suffix=".json")
-        os.close(handle)
+        # in memory where the system has it: rewritten several times per object, never worth a disk write
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self._handle, name = tempfile.mkstemp(prefix="voxforge-deadline-", suffix=".json", dir=folder)
         self.path = Path(name)
         self.set(None)
         self.process = subprocess.Popen(
@@ -76,14 +87,26 @@ class ExternalDeadline:
         """``deadline`` in ``time.time()`` seconds (None: no object in progress); past it, ``reason`` (with
         the end of the renderer's ``log``, if any) is written into ``marker`` (a path under the location
         ``output``) before the worker is killed."""
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"deadline": deadline or 0.0, "output": output, "marker": marker,
-                                         "reason": reason, "log": log}))
-        os.replace(temporary, self.path)  # the watchdog never reads half a file
+        self._write({"deadline": deadline or 0.0, "output": output, "marker": marker, "reason": reason, "log": log})
+
+    def stage(self, name: str) -> None:
+        """The object in progress entered stage ``name`` (load, render, ...): the reason names it."""
+        if self._current.get("deadline"):
+            self._write({**self._current, "stage": name})
+
+    def _write(self, current: dict) -> None:
+        """Rewrite the file in place (no new file per write: a few hundred microseconds less each time). The
+        watchdog may read it between the two calls; it then fails to parse it and reads again next poll."""
+        self._current = current
+        data = json.dumps(current).encode()
+        os.pwrite(self._handle, data, 0)
+        os.ftruncate(self._handle, len(data))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.process.kill()
+        with contextlib.suppress(OSError):
+            os.close(self._handle)
         with contextlib.suppress(OSError):
             self.path.unlink()
 

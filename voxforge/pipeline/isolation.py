@@ -82,6 +82,7 @@ class AttemptGuard:
         self._marker: str | None = None
         self._state: dict = {}
         self._deadline: float | None = None
+        self._stage = ""
         self._lock = threading.Lock()
         threading.Thread(target=self._watch, daemon=True, name="voxforge-watchdog").start()
         # the backstop for a worker whose thread never runs (stopped, or stuck holding the GIL)
@@ -111,15 +112,22 @@ class AttemptGuard:
         self._state.update(current=object_id, reason="")
         self._write()
         self.external.set(time.time() + self.timeout_s, self.where.url, self._marker,
-                          f"timed out: took longer than {self.timeout_s:g} s and the worker was ended from outside "
-                          "(stopped, or hung without letting its watchdog run)", self._state.get("log", ""))
+                          f"timed out: took longer than {self.timeout_s:g} s (--timeout) and the worker was ended "
+                          "from outside (stopped, or hung without letting its watchdog run)", self._state.get("log", ""))
         log = self._state["log"]
         if log:  # from here on the renderer's log is about this object only
             with contextlib.suppress(OSError):
                 Path(log).write_bytes(b"")
         with self._lock:
             self._deadline = time.monotonic() + self.timeout_s
+            self._stage = ""
         return None
+
+    def stage(self, name: str) -> None:
+        """The object in progress entered stage ``name`` (load, render, voxelize, ...): a time-out names it."""
+        with self._lock:
+            self._stage = name
+        self.external.stage(name)
 
     def end(self) -> None:
         """The object is done (made or failed in an orderly way): its deadline no longer applies."""
@@ -147,9 +155,10 @@ class AttemptGuard:
             time.sleep(0.25)
             with self._lock:
                 overdue = self._deadline is not None and time.monotonic() > self._deadline
+                stage = f"{self._stage}: " if self._stage else ""
             if overdue and self._state.get("current"):
                 self._state["reason"] = with_log(
-                    f"timed out: took longer than {self.timeout_s:g} s (renderer hung?)", self._state.get("log"))
+                    f"{stage}timed out: took longer than {self.timeout_s:g} s (--timeout)", self._state.get("log"))
                 with contextlib.suppress(Exception):
                     self._write()
                 os._exit(TIMEOUT_EXIT_CODE)  # Ray restarts the actor and retries the task

@@ -104,6 +104,18 @@ def committed_shards(where: Location) -> Iterator[ShardManifest]:
             yield recover_shard_manifest(where, split, index)
 
 
+def count_safely_written(where: Location) -> int | None:
+    """Objects the committed shards hold (shard manifests whose tar is complete): what a run that stopped
+    on a storage error leaves usable. None when the location cannot be read."""
+    made: set[int] = set()
+    try:
+        for manifest in committed_shards(where):
+            made.update(id_hash(row["id"]) for row in manifest.rows if row["status"] == "ok")
+    except OSError:
+        return None
+    return len(made)
+
+
 def _parse_all(documents: Iterable[bytes]) -> Iterator[ShardManifest]:
     for data in documents:
         try:

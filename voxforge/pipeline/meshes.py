@@ -64,8 +64,14 @@ def validate_and_normalize(scene: trimesh.Scene) -> tuple[trimesh.Scene, Normali
     used = vertices[np.unique(faces)]
     low, high = used.min(axis=0), used.max(axis=0)
     diagonal = float(np.linalg.norm(high - low))
-    if not diagonal > 1e-12:
+    if diagonal == 0.0:
         raise MeshError("the mesh has zero size (all vertices coincide)")
+    # any size normalizes in float64 (1e-30 as well as 1e30); what cannot is a size of fewer than 1000
+    # float64 steps at the coordinates' own magnitude: the shape would be rounding noise
+    magnitude = float(np.abs(used).max())
+    if not diagonal > magnitude * np.finfo(np.float64).eps * 1000 or not np.isfinite(diagonal):
+        raise MeshError(f"the mesh is {diagonal:.3g} units across at {magnitude:.3g} units from the origin: "
+                        "its shape is below float64 precision")
     normalization = Normalization(center=(low + high) / 2.0, scale=1.0 / diagonal)
     recenter_geometry(scene)
     scene.apply_transform(normalization.matrix())

@@ -31,11 +31,11 @@ from voxforge.loaders.shards import remove_partial_shards
 from voxforge.pipeline.config import SAMPLE_DEFINING, RunConfig
 from voxforge.pipeline.isolation import ATTEMPTS_DIR
 from voxforge.pipeline.lease import OutputBusyError, hold_output
-from voxforge.pipeline.manifest import MergedCounts, merge_manifests
+from voxforge.pipeline.manifest import MergedCounts, count_safely_written, merge_manifests
 from voxforge.pipeline.plan import Planner
 from voxforge.pipeline.sources import SourceError, create_source
 from voxforge.pipeline.splits import SPLITS, assign_split
-from voxforge.storage import Location, StorageError, output_location, writable_location
+from voxforge.storage import Location, StorageError, output_location, storage_problem, writable_location, write_problem
 
 log = logging.getLogger("voxforge")
 ATTRIBUTION_FILE = "attribution.csv"  # id, author, licence, source URL of downloaded objects
@@ -193,11 +193,25 @@ def run(config: RunConfig) -> RunSummary:
     except (StorageError, OutputBusyError) as error:
         raise RunError(str(error)) from None
     config = replace(config, out=where.url)  # workers on any node get the same absolute place
+    where = replace(where, keep_root=True)  # a folder removed under the run is not made again
     try:
         _check_resume_compatible(where, config)
         return _run_locked(config, where, source, itertools.chain([first], records), lock)
     finally:
         lock.release()
+
+
+def stopped_on_storage(where: Location, problem: str) -> str:
+    """The one line a run that the output refused ends with: the cause, and how many objects are safely
+    written, counted from the committed shards (never from what the workers reported)."""
+    if where.is_local and not os.path.isdir(where.root):
+        return (f"{where.url} was removed while the run was writing to it; stopped, and nothing was written "
+                "anywhere else. Run the same command to start again")
+    safe = count_safely_written(where)
+    written = (f"{safe} objects are safely written there (counted from its committed shards)" if safe is not None
+               else "what was written so far cannot be read back to count it")
+    return (f"{problem}; stopped. {written}; once it accepts writes again (space freed, permissions or mount "
+            "fixed), run the same command to resume")
 
 
 def _remove_leftovers(where: Location) -> None:
@@ -246,7 +260,7 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
     try:
         before = write_dataset_info(where, config)
     except OSError as error:
-        raise RunError(f"cannot write to {where.url}: {error}") from None
+        raise RunError(f"cannot write to {where.url}: {storage_problem(error)}") from None
     run_token = uuid.uuid4().hex
     plan_name = f"{PLANS_DIR}/{run_token}.jsonl"
     staged = where.staging_file(plan_name)
@@ -292,12 +306,13 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
 
     progress = tqdm(total=planner.objects, unit="obj", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
     unwritten: list[str] = []
+    after = None
     try:
         for row in dataset.iter_rows():
             shard = json.loads(row["summary"])
             if shard["error"]:
                 unwritten.append(shard["error"])
-                break  # the store refuses writes: stop here, keep what is committed
+                break  # the output refuses writes: stop here, keep what is committed
             summary.shards += 1
             summary.ok += shard["ok"]
             summary.failed += shard["failed"]
@@ -309,6 +324,11 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
             progress.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
             if lock.lost:
                 break
+    except Exception:  # a Ray task failed: when the output went bad under it, say that, in one line
+        problem = write_problem(where)
+        if not problem:
+            raise
+        unwritten.append(f"cannot write to {where.url}: {problem}")
     finally:
         progress.close()
         if lock.lost:  # the output is another run's now: leave it alone
@@ -319,14 +339,8 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
             where.remove(plan_name)
             after = write_dataset_info(where, config)
         except OSError as error:
-            raise RunError(f"cannot write the dataset's manifest to {where.url}: {error}; run the same command "
-                           "again to finish") from None
+            unwritten.append(f"cannot write the dataset's manifest to {where.url}: {storage_problem(error)}")
     if unwritten:
-        raise RunError(f"{unwritten[0]}. {summary.ok} objects were safely written; once {where.url} accepts "
-                       "writes again, run the same command to resume")
-    if after.objects < before.objects + summary.ok:  # workers wrote where this machine cannot see
-        raise RunError(f"the workers made {summary.ok} samples but only {after.objects - before.objects} are in "
-                       f"{where.url} as this machine sees it: on a cluster, --out must be an object store URL or a "
-                       "shared filesystem mounted at the same path on every node")
+        raise RunError(stopped_on_storage(where, unwritten[0]))
     summary.seconds = time.perf_counter() - started
     return summary

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +98,14 @@ def geometry_stage(loaded: dict, config: RunConfig, object_id: str) -> dict:
     """Solid voxels in a cube centred on the object (edge = its longest extent, or ``voxel_extent`` around
     the origin) and surface points (the first ``fps_prefix`` of them a farthest-point subset)."""
     vertices, faces = loaded["vertices"], loaded["faces"]
+    # points first: a mesh without surface area (a line, a point set) fails here, saying so
+    points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"),
+                                     even=config.even_points)
     triangles = vertices[faces]
     bounds = centered_bounds(triangles) if config.voxel_extent is None else \
         (np.full(3, -config.voxel_extent / 2.0), float(config.voxel_extent))
     grid = voxelize(triangles, resolution=config.resolution, fill=config.fill, bounds=bounds,
                     surface=config.voxel_surface, samples=config.voxel_samples, wireframe=config.wireframe)
-    points, normals = sample_surface(vertices, faces, config.points, seed=object_seed(config.seed, object_id, "points"),
-                                     even=config.even_points)
     if config.fps_prefix:
         points, normals = farthest_points_first(points, normals, config.fps_prefix)
     return {"voxels": grid, "points": points, "normals": normals}
@@ -178,23 +180,35 @@ class SampleError(RuntimeError):
     """An object could not be made into a sample; the message is the reason recorded for it."""
 
 
-def make_sample(record: ObjectRecord, split: str, renderer, backgrounds: BackgroundPool, config: RunConfig) -> dict[str, bytes]:
-    """Every stage for one object: its shard members; raises :class:`SampleError` naming the stage that failed."""
+def make_sample(record: ObjectRecord, split: str, renderer, backgrounds: BackgroundPool, config: RunConfig,
+                on_stage: Callable[[str], None] | None = None) -> dict[str, bytes]:
+    """Every stage for one object: its shard members; raises :class:`SampleError` naming the stage that failed.
+
+    ``on_stage`` is told each stage's name as it starts (the worker's deadline names the stage an object
+    overran in)."""
     stage = "load"
+
+    def enter(name: str) -> None:
+        nonlocal stage
+        stage = name
+        if on_stage is not None:
+            on_stage(name)
+
     try:
+        enter("load")
         loaded = load_stage(record)
-        stage = "render"
+        enter("render")
         if record.object_id in config.fault_injection:
             _inject_fault(config.fault_injection[record.object_id])
         rendered = render_stage(loaded, renderer, config, record.object_id)
-        stage = "composite"
+        enter("composite")
         images = composite_stage(rendered, backgrounds, config, record.object_id)
-        stage = "voxelize"
+        enter("voxelize")
         geometry = geometry_stage(loaded, config, record.object_id)
-        stage = "check"
+        enter("check")
         cameras = rendered["cameras"]
         check_alignment(geometry["points"], cameras.K, cameras.world_to_camera, rendered["render"].alpha)
-        stage = "encode"
+        enter("encode")
         return encode_stage(record, split, loaded, rendered, images, geometry, config)
     except MemoryError as error:  # the worker's cap (--object-memory-gb), or the machine's
         raise SampleError(f"{stage}: needed more memory than the worker may use (--object-memory-gb "

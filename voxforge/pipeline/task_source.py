@@ -18,13 +18,19 @@ from ray.data.datasource import Datasource, ReadTask
 
 
 def _read_task(url: str, relative: str, start: int, end: int):
+    """One task's row, with ``error`` "" (or, when the plan cannot be read, why: the worker that receives
+    that row reports it, so the driver says it in one line instead of Ray failing the run)."""
     import pyarrow as pa
 
-    from voxforge.storage import location
+    from voxforge.storage import location, storage_problem
 
     where = location(url)
-    line = where.fs.cat_file(where.path(relative), start=start, end=end)
-    return [pa.Table.from_pylist([json.loads(line)])]
+    try:
+        row = {**json.loads(where.fs.cat_file(where.path(relative), start=start, end=end)), "error": ""}
+    except OSError as problem:
+        row = {"split": "", "index": -1, "records": "[]",
+               "error": f"cannot read the run's plan from {url}: {storage_problem(problem)}"}
+    return [pa.Table.from_pylist([row])]
 
 
 class ShardTaskSource(Datasource):

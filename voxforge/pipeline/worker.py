@@ -15,6 +15,7 @@ import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from voxforge.loaders import format as fmt
@@ -27,7 +28,7 @@ from voxforge.pipeline.plan import ShardTask
 from voxforge.pipeline.recycling import WorkerRecycler
 from voxforge.pipeline.sources import ObjectRecord
 from voxforge.pipeline.stages import SampleError, make_sample
-from voxforge.storage import location
+from voxforge.storage import location, storage_problem
 
 COMMIT_ATTEMPTS = 4  # writes of a shard (manifest + tar) before the task reports it could not commit
 RECYCLE_JOURNAL = f"{fmt.WORK_DIR}/recycled_workers.jsonl"
@@ -117,7 +118,7 @@ class ShardWorker:
         self.renderer = get_renderer(self.config.renderer)(self.config.size, supersample=self.config.supersample)
         photos = list_background_images(self.config.backgrounds) if self.config.backgrounds else None
         self.backgrounds = BackgroundPool(photos, color=self.config.background_color)
-        self.where = location(self.config.out)
+        self.where = replace(location(self.config.out), keep_root=True)  # a removed --out is not made again
         self.guard = AttemptGuard(self.where, run_token, self.config.max_attempts, self.config.timeout)
         self.recycler = WorkerRecycler(
             self.renderer.recycle_after_objects if self.config.recycle_after is None else self.config.recycle_after,
@@ -126,7 +127,8 @@ class ShardWorker:
             journal=self._journal,
         )
         cap_private_memory(self.config.object_memory_gb)
-        Limits.max_triangles = self.config.max_triangles  # what the mesh readers refuse before reading
+        # what the mesh readers refuse before reading
+        Limits.max_triangles, Limits.max_texture_pixels = self.config.max_triangles, self.config.max_texture_pixels
 
     def _journal(self, entry: dict) -> None:
         """Note a replaced worker under the output (appended locally, one object per entry elsewhere)."""
@@ -140,57 +142,80 @@ class ShardWorker:
 
     def __call__(self, batch: dict) -> dict:
         self.recycler.recycle_if_due()  # between tasks: Ray restarts this actor and retries the task
-        tasks = [ShardTask.from_row({k: batch[k][i] for k in ("split", "index", "records")})
-                 for i in range(len(batch["split"]))]
-        return {"summary": [json.dumps(self.run_task(task)) for task in tasks]}
+        summaries = []
+        for i in range(len(batch["split"])):
+            if batch["error"][i]:  # the task could not be read: the output went bad
+                summaries.append({"split": "", "index": -1, "objects": 0, "ok": 0, "failed": 0, "failures": [],
+                                  "bytes": 0, "error": str(batch["error"][i]), "seconds": 0.0})
+                continue
+            task = ShardTask.from_row({k: batch[k][i] for k in ("split", "index", "records")})
+            summaries.append(self.run_task(task))
+        return {"summary": [json.dumps(summary) for summary in summaries]}
 
     def run_task(self, task: ShardTask) -> dict:
-        """Make the task's samples and commit its shard; returns the summary the driver receives."""
+        """Make the task's samples and commit its shard; returns the summary the driver receives.
+
+        A write the output refuses (full, read-only, removed) ends the task with ``error`` set and nothing
+        of it committed: the driver stops the run there, and a later run makes the task again."""
         started = time.perf_counter()
-        self.guard.start_task(task.key, log=self.renderer.log_path)
         tar_name = f"{task.split}/{shard_name(task.index)}"
         manifest = ShardManifest(task.split, task.index, run=self.run_token)
-        builder = TarBuilder(self.where.staging_file(tar_name))
-        fetcher = Prefetcher(task.records, self.config.downloads, self.config.keep_meshes)
+        builder = fetcher = None
         try:
+            self.guard.start_task(task.key, log=self.renderer.log_path)
+            builder = TarBuilder(self.where.staging_file(tar_name))
+            fetcher = Prefetcher(task.records, self.config.downloads, self.config.keep_meshes)
             for record in task.records:
-                row = {"id": record.object_id, "category": record.category, "source": record.source,
-                       "split": task.split, "license": record.license, "extra": record.extra}
-                reason = fetcher.wait(record) or self.guard.begin(record.object_id)
-                if not reason:
-                    try:
-                        members = make_sample(record, task.split, self.renderer, self.backgrounds, self.config)
-                        key = fmt.sample_key(record.object_id)
-                        builder.add(key, members)
-                        warnings = json.loads(members[fmt.META]).get("warnings", [])
-                        manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key, warnings=warnings))
-                    except SampleError as error:
-                        reason = str(error)
-                        if isinstance(error.__cause__, MemoryError):
-                            self.recycler.request(f"an object ran out of memory ({record.object_id})")
-                    finally:
-                        self.guard.end()
-                        self.recycler.object_done()
-                if reason:
-                    manifest.rows.append(manifest_row(row, "failed", error=reason))
-                fetcher.release(record)
+                self._make(record, task.split, tar_name, builder, fetcher, manifest)
             self.guard.between()
             if manifest.ok:
                 manifest.bytes, manifest.sha256 = builder.finish()
             else:
                 builder.abort()
             error = self._commit(manifest, builder.path, tar_name)
+        except OSError as problem:  # every object's own errors are caught in _make: this is the output's
+            if builder is not None:
+                builder.abort()
+            manifest.rows = []
+            error = f"cannot write to {self.where.url}: {storage_problem(problem)}"
         except BaseException:
-            builder.abort()
+            if builder is not None:
+                builder.abort()
             raise
         finally:
-            fetcher.close()
+            if fetcher is not None:
+                fetcher.close()
         if not error:
             self.guard.finish_task()
         failures = [[r["id"], r["error"]] for r in manifest.rows if r["status"] != "ok"]
         return {"split": task.split, "index": task.index, "objects": len(task.records), "ok": manifest.ok,
                 "failed": len(failures), "failures": failures, "bytes": manifest.bytes, "error": error,
                 "seconds": time.perf_counter() - started}
+
+    def _make(self, record: ObjectRecord, split: str, tar_name: str, builder: TarBuilder, fetcher: Prefetcher,
+              manifest: ShardManifest) -> None:
+        """One object: its sample into the shard's tar and an ok row, or a failed row with the reason."""
+        row = {"id": record.object_id, "category": record.category, "source": record.source,
+               "split": split, "license": record.license, "extra": record.extra}
+        reason = fetcher.wait(record) or self.guard.begin(record.object_id)
+        if not reason:
+            try:
+                members = make_sample(record, split, self.renderer, self.backgrounds, self.config,
+                                      on_stage=self.guard.stage)
+                key = fmt.sample_key(record.object_id)
+                builder.add(key, members)
+                warnings = json.loads(members[fmt.META]).get("warnings", [])
+                manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key, warnings=warnings))
+            except SampleError as error:
+                reason = str(error)
+                if isinstance(error.__cause__, MemoryError):
+                    self.recycler.request(f"an object ran out of memory ({record.object_id})")
+            finally:
+                self.guard.end()
+                self.recycler.object_done()
+        if reason:
+            manifest.rows.append(manifest_row(row, "failed", error=reason))
+        fetcher.release(record)
 
     def _commit(self, manifest: ShardManifest, tar_file: Path, tar_name: str) -> str:
         """Manifest first, then the tar; retried on storage errors. Returns "" or why it could not commit."""
@@ -203,8 +228,8 @@ class ShardWorker:
                         self.where.put_file(tar_file, tar_name)
                     return ""
                 except Exception as error:  # noqa: BLE001 (any backend's error: retried, then reported)
-                    problem = f"{type(error).__name__}: {error}"
+                    problem = storage_problem(error)
                     time.sleep(min(8.0, 0.5 * 2**attempt))
         finally:
             Path(tar_file).unlink(missing_ok=True)
-        return f"could not write {tar_name} to {self.where.url} after {COMMIT_ATTEMPTS} attempts ({problem})"
+        return f"cannot write {tar_name} to {self.where.url}: {problem} (tried {COMMIT_ATTEMPTS} times)"

@@ -23,7 +23,7 @@ def sample_surface(
     double_area = np.linalg.norm(cross, axis=1)
     total = double_area.sum()
     if not np.isfinite(total) or total <= 0:
-        raise ValueError("the mesh has no surface area to sample")
+        raise ValueError("the mesh has no surface area: every triangle is degenerate (a line or a set of points)")
     chosen = rng.choice(len(triangles), size=drawn, p=double_area / total)
     u, v = rng.random(drawn), rng.random(drawn)
     flip = u + v > 1.0  # fold the unit square onto the triangle: uniform barycentrics

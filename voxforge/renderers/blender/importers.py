@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from voxforge.meshio import WARNINGS_KEY
 from voxforge.renderers.blender import runtime
 from voxforge.renderers.blender.geometry import blender_matrix, evaluated_triangles, triangle_summary
 
@@ -113,8 +114,9 @@ def importer_for(path: str | Path) -> Importer | None:
     return IMPORTERS.get(Path(path).suffix.lower())
 
 
-def import_file(bpy, path: str | Path) -> list:
-    """Import ``path`` into the (empty) scene; returns the imported objects, cameras and lights removed."""
+def import_file(bpy, path: str | Path) -> tuple[list, list[str]]:
+    """Import ``path`` into the (empty) scene; returns the imported objects (cameras and lights removed)
+    and the warnings of the images left out (:func:`drop_unsafe_images`)."""
     importer = importer_for(path)
     if importer is None:
         raise BlenderImportError(f"Blender has no importer for {Path(path).suffix!r} files")
@@ -134,27 +136,67 @@ def import_file(bpy, path: str | Path) -> list:
     if unwanted:
         bpy.data.batch_remove(unwanted)
     imported = [o for o in imported if o not in unwanted]
-    drop_outside_files(bpy, Path(path))
+    warnings = drop_unsafe_images(bpy, Path(path))
     if not any(o.type in ("MESH", "CURVE", "SURFACE", "FONT", "META", "EMPTY") for o in imported):
         said = runtime.blender_said(since=log_start, chars=800)
         raise BlenderImportError(f"Blender imported no geometry from {Path(path).name}"
                                  + (f"; Blender said: {said}" if said else ""))
-    return imported
+    return imported, warnings
 
 
-def drop_outside_files(bpy, mesh_path: Path) -> None:
-    """Forget images an untrusted file pulls in from outside its own folder (or the one above it,
-    where ShapeNet keeps ``../images/``): an ``/home/...`` or ``../../..`` texture path must not put
-    other files of this machine into the dataset. Packed images stay."""
+def unsafe_material_libraries(mesh_path: Path) -> list[str]:
+    """The ``mtllib`` names of an OBJ file that Blender's importer would read from outside the file's folder
+    (or the one above it), or from something that is not a regular file (``/dev/zero``, a FIFO), symlinks
+    resolved; such a file is not imported by Blender at all (the pipeline's own reading, which never
+    follows them, is rendered instead)."""
+    from voxforge.meshio.obj import mtllib_names
+
+    if mesh_path.suffix.lower() != ".obj":
+        return []
     root = os.path.realpath(mesh_path.parent.parent)
+    unsafe = []
+    for name in mtllib_names(mesh_path.read_bytes()):
+        text = os.fsdecode(name).replace("\\", "/")
+        location = os.path.realpath(mesh_path.parent / text)
+        inside = location.startswith(root + os.sep)
+        if not inside or (os.path.exists(location) and not os.path.isfile(location)):
+            unsafe.append(text)
+    return unsafe
+
+
+def drop_unsafe_images(bpy, mesh_path: Path) -> list[str]:
+    """Forget images an untrusted file pulls in that must not be rendered, before anything decodes them
+    (Blender reads an image's pixels on first use, not on import); returns a warning for each.
+
+    - from outside the file's folder, or the one above it (where ShapeNet keeps ``../images/``), symlinks
+      resolved: an ``/home/...`` or ``../../..`` texture path must not put other files of this machine
+      into the dataset;
+    - larger than :attr:`voxforge.meshio.Limits.max_texture_pixels`, or with a header that cannot be read
+      (:func:`voxforge.meshio.images.texture_problem`), packed images included.
+    """
+    from voxforge.meshio.images import texture_problem
+
+    root = os.path.realpath(mesh_path.parent.parent)
+    warnings = []
     for image in list(bpy.data.images):
-        if image.source != "FILE" or image.packed_file is not None:
+        if image.source not in ("FILE", "SEQUENCE", "TILED"):
             continue
-        location = os.path.realpath(bpy.path.abspath(image.filepath, library=image.library))
-        if location == root or location.startswith(root + os.sep):
-            continue
-        log.warning("%s: ignoring texture %s, outside the mesh's folder", mesh_path.name, image.filepath)
-        _forget_image(bpy, image)
+        if image.packed_file is not None:
+            problem = texture_problem(bytes(image.packed_file.data), image.name)
+        else:
+            location = os.path.realpath(bpy.path.abspath(image.filepath, library=image.library))
+            if location != root and not location.startswith(root + os.sep):
+                log.warning("%s: ignoring texture %s, outside the mesh's folder", mesh_path.name, image.filepath)
+                problem = (f"texture image '{image.name}' is outside the object's folder: rendered with the "
+                           "material's base colour")
+            elif not os.path.isfile(location):
+                continue  # absent: drop_missing_images reports it
+            else:
+                problem = texture_problem(location, image.name)
+        if problem:
+            warnings.append(problem)
+            _forget_image(bpy, image)
+    return warnings
 
 
 def _forget_image(bpy, image) -> None:
@@ -226,9 +268,10 @@ def _load_with_blender(path: str | Path) -> trimesh.Scene:
     runtime.bound_log()
     with runtime.blender_output():
         runtime.clear_object_data()
-    import_file(bpy, path)
+    _, warnings = import_file(bpy, path)
     from_blender = np.linalg.inv(importer.to_blender)
     scene = trimesh.Scene()
+    scene.metadata[WARNINGS_KEY] = warnings
     with runtime.blender_output():  # evaluating drivers prints (a disabled Python driver says so)
         parts = evaluated_triangles(bpy)
     for index, triangles in enumerate(parts):

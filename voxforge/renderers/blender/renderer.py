@@ -39,6 +39,7 @@ from voxforge.renderers.blender.geometry import (
 )
 from voxforge.renderers.blender.importers import (
     BlenderImportError, drop_missing_images, frame_mismatch, import_file, importer_for, place_in_object_frame,
+    unsafe_material_libraries,
 )
 from voxforge.renderers.blender.lighting import LightingRig, MaterialJitter, blender_lights
 from voxforge.renderers.cameras import CameraSet, finer_grid_intrinsics
@@ -217,19 +218,24 @@ class BlenderRenderer(Renderer):
         bpy = self.bpy
         source = source_file_of(scene)
         warnings: list[str] = []
-        if source is not None and importer_for(source.path) is not None:
+        outside = unsafe_material_libraries(Path(source.path)) if source is not None and source.data is None else []
+        if outside:
+            warnings.append(f"material librar{'ies' if len(outside) > 1 else 'y'} {', '.join(map(repr, outside))} "
+                            "outside the object's folder: Blender did not import the file; rendered voxforge's "
+                            "reading of it")
+        if source is not None and importer_for(source.path) is not None and not outside:
             path = Path(source.path)
             if source.data is not None:  # e.g. glTF decoded by the specification: Blender reads the same bytes
                 path = self.scratch / "object.glb"
                 path.write_bytes(source.data)
-            imported = import_file(bpy, path)
+            imported, unsafe = import_file(bpy, path)
             with runtime.blender_output():
                 missing = drop_missing_images(bpy)
                 place_in_object_frame(bpy, imported, source.source_to_object, importer_for(path).to_blender)
                 mismatch = frame_mismatch(bpy, trimesh_triangles(scene))
             if Path(source.path).suffix.lower() in BLENDER_ONLY_SUFFIXES:  # the pipeline's reader saw no textures
-                warnings += [f"texture image '{name}' could not be loaded: rendered with the material's base colour"
-                             for name in missing]
+                warnings += unsafe + [f"texture image '{name}' could not be loaded: rendered with the material's "
+                                      "base colour" for name in missing]
             if mismatch is None:
                 return warnings
             log.warning("Blender read %s differently from the pipeline (%s); rendering the pipeline's "
