@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   install, then build a dataset from the built-in procedural source (no network)
-#   make test   install with test tools, then run the test suite
+#   make demo   install the core package, then build a dataset from the built-in procedural source (no network)
+#   make test   install everything (test tools, Blender), then run the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -17,13 +17,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# the demo needs the core package only; tests need the test tools and Blender (its renderer is tested)
+$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test,blender]"
-	touch $@
+	touch $(VENV)/.installed-core $@
 
 install: system-deps $(VENV)/.installed
 
-demo: install
+demo: system-deps $(VENV)/.installed-core
 	$(BIN)/pipeline run procedural --limit 60 --out $(DEMO_OUT)
 	$(BIN)/pipeline inspect $(DEMO_OUT)
 

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from conftest import projection_hits, small_config
 from test_blender_renderer import HAVE_BPY, MAKE_FILES

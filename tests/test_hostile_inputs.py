@@ -289,3 +289,45 @@ def test_blender_never_reads_a_material_library_outside_the_object(tmp_path, lib
     assert any("outside the object's folder" in w for w in result.warnings), result.warnings
     red, green, blue = result.color[result.alpha == 255].astype(float).mean(axis=0)
     assert blue < red + 10 and blue < green + 10  # grey, not the outside file's blue
+
+
+LINKED_BLEND = """
+import sys
+import bpy
+library, main = sys.argv[1], sys.argv[2]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add(size=1.0)
+bpy.context.active_object.name = "Linked"
+bpy.ops.wm.save_as_mainfile(filepath=library)
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5)
+with bpy.data.libraries.load(library, link=True, relative=True) as (source, target):
+    target.objects = ["Linked"]
+for obj in target.objects:
+    bpy.context.scene.collection.objects.link(obj)
+bpy.ops.wm.save_as_mainfile(filepath=main, relative_remap=True)
+"""
+
+
+@pytest.mark.blender
+@pytest.mark.parametrize("library_place", ["outside/lib.blend", "object/lib.blend"])
+def test_a_blend_file_linking_data_from_outside_its_folder_is_refused(tmp_path, library_place):
+    """A .blend whose objects link a cube from another .blend: read with the linked cube when that file
+    is in the object's folder, refused (and nothing of it rendered) when it is elsewhere on the machine."""
+    import subprocess
+    import sys
+
+    from voxforge.renderers.blender.importers import BlenderImportError
+
+    (tmp_path / "outside").mkdir()
+    models = tmp_path / "object" / "models"
+    models.mkdir(parents=True)
+    subprocess.run([sys.executable, "-c", LINKED_BLEND, str(tmp_path / library_place), str(models / "main.blend")],
+                   check=True, capture_output=True, timeout=300)
+    record = ObjectRecord(object_id="main", category="x", source="local", uri=str(models / "main.blend"))
+    if library_place.startswith("outside"):
+        with pytest.raises(BlenderImportError, match=r"links data from files outside the object's folder: .*lib\.blend"):
+            load_stage(record)
+    else:
+        loaded = load_stage(record)
+        assert len(loaded["faces"]) == 960 + 12  # the sphere and the linked cube

@@ -106,7 +106,7 @@ def softras_export(asymmetric_folder, tmp_path_factory):
     config = apply_preset(RunConfig(source="local", path=str(asymmetric_folder), points=512), "softras")
     samples = make_samples(config)
     out = tmp_path_factory.mktemp("softras")
-    assert export_softras(samples, out, (255, 255, 255)) == {"thing_train": 1}
+    assert export_softras(samples, out, (255, 255, 255)) == {"thing_test": 0, "thing_train": 1, "thing_val": 0}
     return samples, out
 
 
@@ -158,6 +158,11 @@ def test_softras_files_have_the_published_keys_shapes_and_dtypes(softras_export)
         rgba = images["arr_0"][0]
     assert (rgba[:, 3, 0, :] == 0).all() and (rgba[:, :3][np.broadcast_to(rgba[:, 3:] == 0, rgba[:, :3].shape)] == 0).all()
     assert (out / "thing_train_ids.txt").read_text().splitlines() == ["thing/bars.obj"]
+    for split in ("val", "test"):  # SoftRas's scripts open every class's val and test files: empty, not absent
+        with np.load(out / f"thing_{split}_images.npz") as images, np.load(out / f"thing_{split}_voxels.npz") as voxels:
+            assert images["arr_0"].shape == (0, 24, 4, 64, 64) and images["arr_0"].dtype == np.uint8
+            assert voxels["arr_0"].shape == (0, 32, 32, 32) and voxels["arr_0"].dtype == np.bool_
+        assert (out / f"thing_{split}_ids.txt").read_text() == ""
 
 
 def test_softras_voxels_land_on_softras_silhouettes_in_every_view(softras_export):
@@ -245,3 +250,14 @@ def test_pipeline_run_with_the_softras_preset_exports_and_reads_back(tmp_path, r
     for sample in back:
         assert np.array_equal(sample["voxels"], originals[sample["id"]]["voxels"])
         assert np.array_equal(sample["alphas"], originals[sample["id"]]["alphas"])
+
+
+def test_r2n2_export_refuses_cameras_its_metadata_cannot_hold(tmp_path):
+    """3D-R2N2's metadata rows carry no focal: a dataset made with --focal 3.0 would be re-read with the
+    fixed 2.1875 (70 px instead of 96 px at 64 px), so the export refuses it before writing."""
+    from voxforge.loaders.r2n2 import export_r2n2
+
+    (sample,) = make_samples(RunConfig(limit=1, views=2, size=64, points=256, categories=["chair"], focal=3.0))
+    with pytest.raises(ValueError, match=r"focal 3\.\.3 .* assume 2\.1875"):
+        export_r2n2([sample], tmp_path / "r2n2")
+    assert not (tmp_path / "r2n2").exists()

@@ -398,3 +398,18 @@ def test_resume_through_the_shard_loader_continues_exactly(tmp_path):
     resumed = train(config, shard_batches(data, 2, (1, 3), workers=0), tmp_path / "resumed", resume=True,
                     progress=False)
     assert np.allclose(resumed["losses"], straight["losses"][3:], rtol=1e-5, atol=1e-7)
+
+
+def test_eval_of_a_split_without_objects_says_so_without_warnings(tiny_run, shared_data, capsys):
+    import warnings
+
+    from voxforge.loaders import open_dataset
+    from voxforge.pipeline.cli import main
+
+    present = {s["split"] for s in open_dataset(shared_data / "r2n2")}
+    empty = next(split for split in ("val", "test", "train") if split not in present)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "Mean of empty slice" would raise here
+        assert main(["eval", str(tiny_run), "--data", str(shared_data / "r2n2"), "--split", empty,
+                     "--device", "cpu", "--gallery", "0"]) == 2
+    assert f"no objects in split '{empty}'" in capsys.readouterr().err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trimesh
-from scipy import ndimage
 
 from voxforge.voxelize import (
     BinvoxError, VoxelGrid, VoxelizeError, decode_binvox, encode_binvox, read_binvox, sample_surface, voxelize,

@@ -7,6 +7,18 @@ files, groups members by the key before the first dot, finds the splits from the
 that down so the Hub viewer and ``load_dataset`` agree without guessing: ``configs`` maps each split
 to its shards, and ``dataset_info.features`` declares every column, with the ``json`` metadata as a
 ``Json`` column (its nested fields differ between sources, which a struct column would reject).
+
+Which ``datasets`` read the card (checked against 2.14.7, 2.16.1, 2.18.0, 3.6.0, 4.0.0, 4.6.1, 4.7.0, 5.2.0):
+``Json`` exists from 4.7 on, and older versions fail on the card's ``json`` dtype before reading any shard
+(``TypeError: 'module' object is not callable``), so ``load_dataset`` of a published folder or repo needs
+``datasets`` >= :data:`DATASETS_FOR_CARD`. No declaration of that column serves older versions too: every
+version's builder hands the ``json`` member to the feature as a dict already, so a ``string`` column holds
+its Python ``repr`` (not JSON) and a struct column breaks on the first sample whose fields differ. Older
+versions (2.16 to 4.6; 2.14 and 2.15 have no WebDataset builder) can name the shards instead,
+``load_dataset("webdataset", data_files=...)``, which skips the card and guesses the columns from the
+first samples (``*.npy`` members stay bytes before 2.20); any version reads the Parquet export
+(:mod:`voxforge.loaders.parquet`). The list columns use the YAML ``list:`` form, which every version
+parses (2.x and 3.x as a plain list feature, 4.0 and later as ``List``).
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from pathlib import Path
 from voxforge.loaders import format as fmt
 from voxforge.loaders.shards import SHARD_NAME
 
+DATASETS_FOR_CARD = "4.7"  # the first datasets with the Json feature the card's json column declares
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 # licence slugs (voxforge.pipeline.sources.licenses) -> the Hub's licence identifiers
 HUB_LICENSES = {"cc0": "cc0-1.0", "by": "cc-by-4.0", "by-sa": "cc-by-sa-4.0", "by-nd": "cc-by-nd-4.0",
@@ -168,6 +181,10 @@ diagonal. `dataset.json` holds the full configuration and counts; `manifest.json
 ```python
 from datasets import load_dataset
 data = load_dataset("{name}", split="train")   # columns: json, rgb_NN.png, mask_NN.png, voxels.binvox, points.npy, ...
+
+# datasets < {DATASETS_FOR_CARD} lacks the Json type of the `json` column and fails on this card; from 2.16 on,
+# name the shards instead (the columns' types are then guessed from the first samples; .npy stays bytes before 2.20)
+data = load_dataset("webdataset", data_files={{"train": "hf://datasets/{name}/train/*.tar"}}, split="train")
 
 # or stream the shards straight into PyTorch training batches
 from voxforge.loaders.torch import ShardDataset

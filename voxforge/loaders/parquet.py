@@ -6,6 +6,12 @@ stay PNG bytes (as in the shards: decoding is the reader's choice), stored as ``
 structs ``{bytes, path}`` with the ``huggingface`` schema metadata, so ``datasets`` decodes them to
 images while pandas, DuckDB or Polars see plain binary. Each file is written under a temporary name
 and renamed when complete.
+
+The export loads with every ``datasets`` from 2.14 on: the schema metadata names only feature types
+all of them know (``Value``, ``Image``, ``Sequence``; 4.0 and later read ``Sequence`` as ``List``), and
+the sample metadata is a plain ``string`` column holding the ``json`` member's text (``json.loads`` it),
+not the ``Json`` type that only ``datasets`` >= 4.7 has; ``depth`` is float32 (the shards' float16 widened,
+exactly), as pyarrow before 15 cannot open a Parquet file with float16 columns. Writing needs pyarrow only.
 """
 
 from __future__ import annotations
@@ -22,24 +28,63 @@ ROWS_PER_FILE = 1000
 ROWS_PER_GROUP = 16  # rows are large (all views and points): small row groups keep readers' memory low
 
 
-def parquet_features(has_depth: bool = False):
-    from datasets import Features, Image, Json, List, Value
+def _value(dtype: str) -> dict:
+    return {"dtype": dtype, "_type": "Value"}
 
+
+def _sequence(feature: dict) -> dict:
+    return {"feature": feature, "length": -1, "_type": "Sequence"}
+
+
+_IMAGE = {"_type": "Image"}
+
+
+def _arrow_type(feature: dict):
+    import pyarrow as pa
+
+    if feature["_type"] == "Sequence":
+        return pa.list_(_arrow_type(feature["feature"]))
+    if feature["_type"] == "Image":
+        return pa.struct({"bytes": pa.binary(), "path": pa.string()})
+    return getattr(pa, feature["dtype"])()  # string, binary, int32, float32, float64: pyarrow's names too
+
+
+def parquet_columns(has_depth: bool = False) -> dict[str, dict]:
+    """Column -> its ``datasets`` feature as ``Features.to_dict`` writes it, in the form every ``datasets``
+    since 2.14 reads (``Sequence``, never ``List``/``Json``)."""
+    text, f64, f32 = _value("string"), _value("float64"), _value("float32")
     columns = {
-        "id": Value("string"), "key": Value("string"), "category": Value("string"), "split": Value("string"),
-        "source": Value("string"), "license": Value("string"), "synset_id": Value("string"),
-        "model_id": Value("string"), "image_size": Value("int32"),
-        "images": List(Image()), "masks": List(Image()),
-        "azimuth": List(Value("float64")), "elevation": List(Value("float64")), "distance": List(Value("float64")),
-        "K": List(List(List(Value("float64")))), "world_to_camera": List(List(List(Value("float64")))),
-        "voxels_binvox": Value("binary"), "voxel_resolution": Value("int32"),
-        "voxel_origin": List(Value("float64")), "voxel_size": Value("float64"),
-        "points": List(List(Value("float32"))), "normals": List(List(Value("float32"))),
-        "metadata": Json(),
+        "id": text, "key": text, "category": text, "split": text, "source": text, "license": text,
+        "synset_id": text, "model_id": text, "image_size": _value("int32"),
+        "images": _sequence(_IMAGE), "masks": _sequence(_IMAGE),
+        "azimuth": _sequence(f64), "elevation": _sequence(f64), "distance": _sequence(f64),
+        "K": _sequence(_sequence(_sequence(f64))), "world_to_camera": _sequence(_sequence(_sequence(f64))),
+        "voxels_binvox": _value("binary"), "voxel_resolution": _value("int32"),
+        "voxel_origin": _sequence(f64), "voxel_size": f64,
+        "points": _sequence(_sequence(f32)), "normals": _sequence(_sequence(f32)),
+        "metadata": text,  # the json member's text: json.loads(row["metadata"])
     }
-    if has_depth:
-        columns["depth"] = List(List(List(Value("float16"))))
-    return Features(columns)
+    if has_depth:  # float32, not the shards' float16: pyarrow < 15 cannot open a Parquet file with float16 columns
+        columns["depth"] = _sequence(_sequence(_sequence(f32)))
+    return columns
+
+
+def parquet_schema(has_depth: bool = False):
+    """The Arrow schema of the export, with the ``huggingface`` metadata ``datasets`` reads its features from."""
+    import json
+
+    import pyarrow as pa
+
+    columns = parquet_columns(has_depth)
+    metadata = {"huggingface": json.dumps({"info": {"features": columns}})}
+    return pa.schema([pa.field(name, _arrow_type(feature)) for name, feature in columns.items()], metadata=metadata)
+
+
+def parquet_features(has_depth: bool = False):
+    """The ``datasets.Features`` the export loads as (needs ``datasets``)."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(parquet_schema(has_depth))
 
 
 def _row(key: str, members: dict[str, bytes]) -> dict:
@@ -60,29 +105,37 @@ def _row(key: str, members: dict[str, bytes]) -> dict:
         "voxels_binvox": members[fmt.VOXELS], "voxel_resolution": meta["voxels"]["resolution"],
         "voxel_origin": meta["voxels"]["origin"], "voxel_size": meta["voxels"]["voxel_size"],
         "points": np.load(io.BytesIO(members[fmt.POINTS])), "normals": np.load(io.BytesIO(members[fmt.NORMALS])),
-        "metadata": json.dumps(meta, sort_keys=True),
+        "metadata": members[fmt.META].decode("utf-8"),  # the member as written: JSON text
     }
     if fmt.DEPTH in members:
         row["depth"] = np.load(io.BytesIO(members[fmt.DEPTH]))
     return row
 
 
-def _arrow_table(rows: list[dict], features):
+def _nested_lists(arrays: list[np.ndarray], dtype):
+    """Nested Arrow lists (one per row) of n-dimensional arrays, built from their flat values and offsets."""
+    import pyarrow as pa
+
+    arrays = [np.asarray(a, dtype) for a in arrays]
+    nested = pa.array(np.concatenate([a.reshape(-1) for a in arrays]))
+    for level in range(arrays[0].ndim - 1, -1, -1):  # innermost lists first
+        lengths = np.concatenate([np.full(int(np.prod(a.shape[:level])), a.shape[level], np.int64) for a in arrays])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        nested = pa.ListArray.from_arrays(pa.array(offsets), nested)
+    return nested
+
+
+def _arrow_table(rows: list[dict], schema):
     import pyarrow as pa
 
     columns = {}
-    for name, feature in features.items():
+    for name in schema.names:
         values = [row.get(name) for row in rows]
-        if name in ("points", "normals"):
-            flat = pa.array(np.concatenate([v.reshape(-1) for v in values]), pa.float32())
-            offsets = np.cumsum([0] + [len(v) for v in values], dtype=np.int32)
-            inner = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, 3, dtype=np.int32)), flat)
-            columns[name] = pa.ListArray.from_arrays(pa.array(offsets), inner)
-        elif name == "depth":
-            columns[name] = pa.array([v.tolist() for v in values], features.arrow_schema.field(name).type)
+        if name in ("points", "normals", "depth"):
+            columns[name] = _nested_lists(values, np.float32)
         else:
-            columns[name] = pa.array(values, features.arrow_schema.field(name).type)
-    return pa.Table.from_pydict(columns, schema=features.arrow_schema)
+            columns[name] = pa.array(values, schema.field(name).type)
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def export_parquet(dataset: str | Path, out: str | Path, split: str | None = None,
@@ -94,7 +147,7 @@ def export_parquet(dataset: str | Path, out: str | Path, split: str | None = Non
 
     source = VoxforgeDataset(dataset, split)  # checks the folder and its format version
     has_depth = bool(source.info["config"].get("save_depth"))
-    features = parquet_features(has_depth)
+    schema = parquet_schema(has_depth)
     folder = Path(out) / "data"
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, int] = {}
@@ -109,11 +162,11 @@ def export_parquet(dataset: str | Path, out: str | Path, split: str | None = Non
                 if writer is None:
                     target = folder / f"{HF_SPLIT_NAMES[name]}-{rows // rows_per_file:05d}-of-{files:05d}.parquet"
                     partial = target.with_name(target.name + ".partial")
-                    writer, in_file = pq.ParquetWriter(partial, features.arrow_schema, compression="zstd"), 0
+                    writer, in_file = pq.ParquetWriter(partial, schema, compression="zstd"), 0
                 batch.append(_row(key, members))
                 rows, in_file = rows + 1, in_file + 1
                 if len(batch) >= ROWS_PER_GROUP or in_file == rows_per_file:
-                    writer.write_table(_arrow_table(batch, features), row_group_size=ROWS_PER_GROUP)
+                    writer.write_table(_arrow_table(batch, schema), row_group_size=ROWS_PER_GROUP)
                     batch = []
                 if in_file == rows_per_file:
                     writer.close()
@@ -121,7 +174,7 @@ def export_parquet(dataset: str | Path, out: str | Path, split: str | None = Non
                     writer = None
         if writer is not None:
             if batch:
-                writer.write_table(_arrow_table(batch, features), row_group_size=ROWS_PER_GROUP)
+                writer.write_table(_arrow_table(batch, schema), row_group_size=ROWS_PER_GROUP)
             writer.close()
             os.replace(partial, target)
         written[name] = rows

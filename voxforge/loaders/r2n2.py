@@ -140,13 +140,28 @@ def _safe_name(text: str) -> str:
     return text if text and all(c.isalnum() or c in "-_" for c in text) else sample_key(text)
 
 
+def check_r2n2_cameras(sample: dict) -> None:
+    """Refuse a sample whose cameras 3D-R2N2's metadata cannot express: its rows hold azimuth, elevation
+    and distance only, and readers use the fixed focal (2.1875 half-image units) and a centred principal
+    point; a dataset made with another ``--focal`` would be re-read with the wrong camera."""
+    K = np.asarray(sample["K"], np.float64)
+    size = sample["images"].shape[1]
+    expected = r2n2_intrinsics(size)
+    if not np.allclose(K, expected[None], rtol=1e-6, atol=1e-6):
+        focal = K[:, 0, 0] / (size / 2.0)
+        raise ValueError(f"{sample['id']}: rendered with focal {focal.min():.4g}..{focal.max():.4g} (half-image units), "
+                         f"but the 3D-R2N2 layout's readers assume {FOCAL_NORMALIZED}: make the dataset with --preset "
+                         "r2n2 (or --focal 2.1875), or export --layout parquet, which keeps every camera")
+
+
 def export_r2n2(samples, out: str | Path, plain_background=None) -> dict[str, int]:
     """Write samples in the 3D-R2N2 layout (renders, metadata, ShapeNetVox32, ShapeNet.json).
 
     Renders are RGBA: the object's colour is recovered exactly when the dataset was composited over a
     plain colour (``plain_background``), else the composited RGB is kept under the alpha. Metadata rows
     are ``azimuth elevation 0 distance_ratio 25`` in 3D-R2N2's conventions (the 25 is the constant the
-    original files carry). Returns objects written per category.
+    original files carry). Returns objects written per category. Raises ValueError for a sample rendered
+    with another focal than 3D-R2N2's (:func:`check_r2n2_cameras`).
     """
     from voxforge.voxelize.binvox import write_binvox
     from voxforge.voxelize.grid import VoxelGrid
@@ -155,6 +170,7 @@ def export_r2n2(samples, out: str | Path, plain_background=None) -> dict[str, in
     taxonomy: dict[str, dict] = {}
     written: dict[str, int] = {}
     for sample in samples:
+        check_r2n2_cameras(sample)  # before this sample writes anything
         synset = _safe_name(sample.get("synset_id") or sample["category"])
         model = _safe_name(sample.get("model_id") if sample.get("synset_id") else sample["id"])
         rendering = out / RENDERING_DIR / synset / model / "rendering"

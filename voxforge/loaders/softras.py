@@ -128,11 +128,14 @@ def _write_npz(path: Path, array: np.ndarray) -> None:
     os.replace(temporary, path)
 
 
-def export_softras(samples, out: str | Path, plain_background=None, color: str = "premultiplied") -> dict[str, int]:
+def export_softras(samples, out: str | Path, plain_background=None, color: str = "premultiplied",
+                   splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, int]:
     """Write samples rendered with ``--preset softras`` as ``<synset>_<split>_{images,voxels}.npz``.
 
-    Voxels not already on SoftRas's fixed grid are resampled onto it (nearest voxel). Returns objects
-    written per ``<synset>_<split>``.
+    Voxels not already on SoftRas's fixed grid are resampled onto it (nearest voxel). Every class gets a
+    file for each of ``splits``, empty (0 objects) where the split has none of it: SoftRas's scripts open
+    ``<synset>_val`` and ``<synset>_test`` for every class they train. Returns objects written per
+    ``<synset>_<split>``.
     """
     from voxforge.loaders.r2n2 import _safe_name
 
@@ -149,10 +152,19 @@ def export_softras(samples, out: str | Path, plain_background=None, color: str =
         group["images"].append(softras_rgba(sample, plain_background, color))
         group["voxels"].append(voxels_to_softras(voxels))
         group["ids"].append(sample["id"])
+    if groups:
+        model = next(iter(groups.values()))
+        image_shape, voxel_shape = model["images"][0].shape, model["voxels"][0].shape
+        image_dtype, voxel_dtype = model["images"][0].dtype, model["voxels"][0].dtype
+        for synset in {name.rsplit("_", 1)[0] for name in groups}:
+            for split in splits:
+                groups.setdefault(f"{synset}_{split}", {
+                    "images": np.zeros((0, *image_shape), image_dtype), "voxels": np.zeros((0, *voxel_shape), voxel_dtype),
+                    "ids": []})
     for name, group in sorted(groups.items()):
-        _write_npz(out / f"{name}_images.npz", np.stack(group["images"]))
-        _write_npz(out / f"{name}_voxels.npz", np.stack(group["voxels"]))
-        (out / f"{name}_ids.txt").write_text("\n".join(group["ids"]) + "\n")
+        _write_npz(out / f"{name}_images.npz", np.asarray(group["images"]) if group["ids"] else group["images"])
+        _write_npz(out / f"{name}_voxels.npz", np.asarray(group["voxels"]) if group["ids"] else group["voxels"])
+        (out / f"{name}_ids.txt").write_text("".join(f"{object_id}\n" for object_id in group["ids"]))
     return {name: len(group["ids"]) for name, group in sorted(groups.items())}
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import io
 import json
 import math
 import struct

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_train_options(parser) -> None:
-    """The 3D-R2N2 options of ``pipeline train`` beyond the common ones."""
+    """The 3D-R2N2 options of ``pipeline train`` beyond the common ones (``--threads`` serves both trainers)."""
     parser.add_argument("--warmup", type=int, default=0, help="iterations of linear lr warm-up (default 0)")
     parser.add_argument("--foreground-weight", type=float, default=1.0,
                         help="loss weight of occupied voxels (default 1 = the paper's cross-entropy)")
@@ -25,6 +25,10 @@ def add_train_options(parser) -> None:
                         help="train in N Ray Train workers with DDP (with --address, or alone for a local Ray)")
     parser.add_argument("--address", help="Ray cluster to train on (auto, ray://HOST:10001, HOST:6379)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch threads of the training process (default 0: the CPUs this process may use, "
+                        "after affinity and cgroup quota, less one per --workers; OMP_NUM_THREADS when set; "
+                        "-1: torch's own default)")
 
 
 def train_command(args) -> int:
@@ -39,7 +43,8 @@ def train_command(args) -> int:
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          checkpoint_minutes=args.checkpoint_minutes, time_limit=args.time_limit,
                          warmup=args.warmup, foreground_weight=args.foreground_weight, batch_norm=args.batch_norm,
-                         image_size=args.image_size, amp=args.amp, compile=args.compile, log_every=args.log_every)
+                         image_size=args.image_size, amp=args.amp, compile=args.compile, log_every=args.log_every,
+                         threads=args.threads)
     if args.device:
         config.device = args.device
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from voxforge.loaders.r2n2 import is_r2n2_layout
-from voxforge.models.stopping import quiet_worker
+from voxforge.models.threads import worker_init
 
 
 def crop_views(images: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -107,10 +107,13 @@ class EpochBatches:
     ``position`` is (epoch, batches of that epoch given out so far). A resumed run ``seek``s there, so the
     epochs before are never read again: every epoch's order and random draws depend only on the seed and
     the epoch number. ``epoch_batches(epoch, skip)`` returns one epoch's batches after the first ``skip``.
+    ``workers``: the DataLoader worker processes behind the batches (the trainers leave each a core:
+    :mod:`voxforge.models.threads`).
     """
 
-    def __init__(self, epoch_batches: Callable[[int, int], Iterable[dict]]) -> None:
+    def __init__(self, epoch_batches: Callable[[int, int], Iterable[dict]], workers: int = 0) -> None:
         self._epoch_batches = epoch_batches
+        self.workers = workers
         self.position = (0, 0)
 
     def seek(self, position: tuple[int, int] | list[int]) -> None:
@@ -138,13 +141,13 @@ def r2n2_batches(root: str | Path, batch_size: int, views: tuple[int, int], imag
     dataset = R2N2Views(r2n2_objects(root, split), image_size)
     sampler = ViewCountBatches(len(dataset), batch_size, views, seed, rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                         pin_memory=torch.cuda.is_available(), worker_init_fn=quiet_worker)
+                                         pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init)
 
     def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
         sampler.epoch, sampler.skip = epoch, skip
         return iter(loader)
 
-    return EpochBatches(epoch_batches)
+    return EpochBatches(epoch_batches, workers)
 
 
 def shard_batches(root: str | Path, batch_size: int, views: tuple[int, int], workers: int = 2, seed: int = 0,
@@ -164,14 +167,14 @@ def shard_batches(root: str | Path, batch_size: int, views: tuple[int, int], wor
                           seed=seed + 7919 * rank)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                                          pin_memory=torch.cuda.is_available(), drop_last=False,
-                                         persistent_workers=False, worker_init_fn=quiet_worker)
+                                         persistent_workers=False, worker_init_fn=worker_init)
 
     def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
         dataset.set_epoch(epoch)
         collate.set_epoch(epoch)
         return itertools.islice(loader, skip, None)
 
-    return EpochBatches(epoch_batches)
+    return EpochBatches(epoch_batches, workers)
 
 
 def training_batches(root: str | Path, batch_size: int, views: tuple[int, int], workers: int = 2,

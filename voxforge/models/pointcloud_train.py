@@ -30,7 +30,8 @@ from voxforge.models.data import EpochBatches, crop_views
 from voxforge.models.pointcloud import ReconstNet, kl_divergence
 from voxforge.models.pointcloud_losses import chamfer_distance, sinkhorn_emd
 from voxforge.models.pointcloud_metrics import CONVENTIONS, evaluate_cloud
-from voxforge.models.stopping import STOP_SIGNALS, Stopper, quiet_worker, report_stop
+from voxforge.models.stopping import STOP_SIGNALS, Stopper, report_stop
+from voxforge.models.threads import training_threads, worker_init
 from voxforge.models.train import make_optimizer, open_metrics, restore_checkpoint, resumed_stream, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ReconstNetConfig:
     checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints too (0: none)
     time_limit: float | None = None  # wall-clock minutes, then stop with a checkpoint (None: no limit)
     log_every: int = 50
+    threads: int = 0  # torch intra-op threads: 0 = sized to the usable CPUs (voxforge.models.threads), -1 = torch's
 
 
 def build_model(config: ReconstNetConfig) -> ReconstNet:
@@ -108,7 +110,7 @@ def reconstnet_batches(root: str | Path, config: ReconstNetConfig, workers: int 
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
                                          collate_fn=collate, pin_memory=torch.cuda.is_available(),
                                          generator=torch.Generator().manual_seed(config.seed),
-                                         worker_init_fn=quiet_worker)
+                                         worker_init_fn=worker_init)
 
     def epoch_batches(epoch: int, skip: int) -> Iterator[dict]:
         """One epoch's batches after the first ``skip``; its crops and point subsets seeded by the epoch."""
@@ -128,7 +130,7 @@ def reconstnet_batches(root: str | Path, config: ReconstNetConfig, workers: int 
 
         return itertools.islice(batches(), skip, None)
 
-    return EpochBatches(epoch_batches)
+    return EpochBatches(epoch_batches, workers)
 
 
 def reconstnet_loss(model: ReconstNet, images: torch.Tensor, target: torch.Tensor,
@@ -149,8 +151,16 @@ def train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir:
     Checkpoints and stops are the 3D-R2N2 trainer's (:func:`voxforge.models.train.train`): every
     ``config.checkpoint_every`` iterations and ``config.checkpoint_minutes`` minutes, at the end, and when
     one of ``signals`` (default SIGTERM, SIGINT, SIGUSR1) or ``config.time_limit`` (minutes) stops the run
-    at the next iteration boundary; ``result["stopped"]`` then says why (else None).
+    at the next iteration boundary; ``result["stopped"]`` then says why (else None). torch's intra-op
+    threads are ``config.threads``, by default sized to the CPUs left beside the ``batches``' DataLoader
+    workers (:mod:`voxforge.models.threads`), and put back afterwards.
     """
+    with training_threads(getattr(batches, "workers", 0), config.threads):
+        return _train_reconstnet(config, batches, run_dir, resume, progress, signals)
+
+
+def _train_reconstnet(config: ReconstNetConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool,
+                      progress: bool, signals: Iterable[int]) -> dict:
     if config.frame not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {config.frame!r}")
     stopper = Stopper(config.checkpoint_minutes, config.time_limit, signals)  # its clock starts now
@@ -286,7 +296,8 @@ def train_command(args) -> int:
                               batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps),
                               weight_decay=args.weight_decay, grad_clip=args.grad_clip, emd_weight=args.emd_weight,
                               kl_weight=args.kl_weight, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                              checkpoint_minutes=args.checkpoint_minutes, time_limit=args.time_limit)
+                              checkpoint_minutes=args.checkpoint_minutes, time_limit=args.time_limit,
+                              threads=getattr(args, "threads", 0))
     if args.device:
         config.device = args.device
     try:

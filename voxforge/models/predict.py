@@ -2,7 +2,9 @@
 
 The prediction lives in the normalized grid cube the model was trained on: the object's longest
 extent spans the cube [-0.5, 0.5]^3, +Y up (voxforge's object frame). The mesh is made of the exposed
-faces of the occupied voxels (watertight, no smoothing), so it shows exactly what the grid says.
+faces of the occupied voxels (no smoothing), so it shows exactly what the grid says. It is closed, but not
+always watertight in trimesh's sense: where two voxels touch only along an edge, four faces share that
+edge; :func:`predict` reports whether the mesh it wrote is watertight.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
   ``--time-limit`` minutes have passed. It also says when ``--checkpoint-minutes`` of wall-clock time
   call for a checkpoint between the iteration-interval ones. Under DDP the ranks agree on the
   iteration to stop at (one small all_reduce per iteration, shared with the end-of-data check).
-- :func:`quiet_worker`: the DataLoader workers' ``worker_init_fn``, so a signal sent to every process
+- :func:`quiet_worker`: part of the DataLoader workers' ``worker_init_fn``
+  (:func:`voxforge.models.threads.worker_init`), so a signal sent to every process
   (a terminal's Ctrl-C, SLURM) is acted on by the training process alone.
 - :func:`report_stop`: the command's message and exit status after a stop.
 
@@ -78,7 +79,8 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
 
 
 def quiet_worker(worker_id: int) -> None:
-    """``worker_init_fn`` of the training DataLoaders: the stop signals are the training process's business.
+    """In the training DataLoaders' workers (:func:`voxforge.models.threads.worker_init` calls it): the stop
+    signals are the training process's business.
 
     SIGINT and SIGUSR1 are ignored; SIGTERM ends the worker quietly (exit status 0, as PyTorch's own
     handler does for its parent's SIGTERM) instead of killing it, which would raise an error in the

@@ -25,6 +25,7 @@ import torch
 from voxforge.models.data import crop_views
 from voxforge.models.r2n2 import R2N2, voxel_iou
 from voxforge.models.stopping import STOP_SIGNALS, Stopper
+from voxforge.models.threads import training_threads
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class TrainConfig:
     batch_norm: bool = False  # after every convolution (not in the paper; makes small CPU runs learn fast)
     amp: str = "none"  # "bf16" (CUDA or CPU) or "fp16" (CUDA) autocast
     compile: bool = False  # torch.compile the model
+    threads: int = 0  # torch intra-op threads: 0 = sized to the usable CPUs (voxforge.models.threads), -1 = torch's
     extra: dict = field(default_factory=dict)
 
 
@@ -245,7 +247,17 @@ def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, res
     boundary with a checkpoint; ``result["stopped"]`` then holds the reason, the iteration and the exit
     status ``pipeline train`` uses (:mod:`voxforge.models.stopping`), else None. Under DDP all ranks stop
     at the same iteration.
+
+    torch's intra-op threads are ``config.threads``, by default sized to the CPUs this process may use
+    less the ``batches``' DataLoader workers (each rank its share; :mod:`voxforge.models.threads`), and
+    put back afterwards.
     """
+    with training_threads(getattr(batches, "workers", 0), config.threads):
+        return _train(config, batches, run_dir, resume, progress, on_log, signals)
+
+
+def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool, progress: bool,
+           on_log: Callable[[int, torch.nn.Module], None] | None, signals: Iterable[int]) -> dict:
     from voxforge.models import distributed
 
     stopper = Stopper(config.checkpoint_minutes, config.time_limit, signals)  # its clock starts now
@@ -404,8 +416,8 @@ def evaluate(model: R2N2, samples: Iterable[dict], views: Iterable[int] = (1, 2,
                              "predicted": (probabilities[0] > 0.4).numpy(), "truth": truth[0].numpy().astype(bool),
                              "caption": f"{sample.get('id', '')} ({category}) {count} views, IoU@0.4 {iou:.3f}"})
 
-    def mean(groups):
-        return {k: float(np.mean(v)) for k, v in groups.items()}
+    def mean(groups):  # NaN for no objects (the caller says so), without numpy's empty-slice warning
+        return {k: float(np.mean(v)) if v else float("nan") for k, v in groups.items()}
 
     report = {"mean_iou": mean(overall), "per_category": {c: mean(g) for c, g in per_category.items()},
               "per_views": {n: mean(g) for n, g in per_views.items()}, "objects": len(overall["0.4"]),

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def _csv(kind):
@@ -131,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--layout", choices=("r2n2", "parquet", "softras"), default="r2n2",
                         help="r2n2: the 3D-R2N2 folders (default); parquet: one row per object; softras: SoftRas/NMR "
                         "<synset>_<split>_{images,voxels}.npz (a dataset made with --preset softras)")
-    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--out", required=True, help="output folder (new or empty, unless --overwrite)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that already holds files (files of the same names are replaced)")
     export.add_argument("--split", choices=("train", "val", "test"), help="only this split")
     publish = commands.add_parser("publish", help="verify a dataset and publish it to a folder, a .tar/.zip bundle "
                                   "or a Hugging Face dataset repo, with a dataset card")
@@ -205,9 +208,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_problem(option: str, path: str, folder: bool = True) -> str:
+    """Why a local input path cannot be used ("" when it can, and for URLs, which their readers check)."""
+    from voxforge.storage import is_url
+
+    if is_url(path):
+        return ""
+    if not os.path.exists(path):
+        return f"{option} {path}: no such {'folder' if folder else 'file'}"
+    if folder and not os.path.isdir(path):
+        return f"{option} {path}: not a folder"
+    return ""
+
+
+def _user_errors(command):
+    """Run ``command(args)``; a missing or unreadable input it meets is one line, not a traceback."""
+    def run_command(args) -> int:
+        try:
+            return command(args)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return run_command
+
+
 def _train(args) -> int:
+    from voxforge.models.r2n2 import VARIANTS
     from voxforge.models.stopping import RunFolderError, prepare_run_dir
 
+    problem = _input_problem("--data", args.data)
+    if args.arch != "reconstnet" and args.arch not in VARIANTS:
+        problem = f"unknown --arch {args.arch!r}; choose one of {', '.join(VARIANTS)} or reconstnet"
+    if problem:  # before the run folder is touched (--overwrite deletes in it)
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone looks at (and clears) the run folder
         try:
             deleted, kept = prepare_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -231,6 +265,11 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from voxforge.models.pointcloud_train import eval_command, is_reconstnet_run
+
+    problem = _input_problem("run", args.run) or _input_problem("--data", args.data)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     if is_reconstnet_run(args.run):
         return eval_command(args)
@@ -276,7 +315,8 @@ def _export(args) -> int:
     def softras():
         from voxforge.loaders.softras import export_softras
 
-        return export_softras(open_dataset(args.dataset, args.split), args.out, plain_background_of(args.dataset))
+        return export_softras(open_dataset(args.dataset, args.split), args.out, plain_background_of(args.dataset),
+                              splits=(args.split,) if args.split else ("train", "val", "test"))
 
     def r2n2():
         from voxforge.loaders.r2n2 import export_r2n2
@@ -288,6 +328,14 @@ def _export(args) -> int:
                  "softras": (softras, f"to {args.out} in the SoftRas layout"),
                  "r2n2": (r2n2, f"to {args.out} in the 3D-R2N2 layout")}
     export, where = exporters[args.layout]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        print(f"error: --out {out} already holds files; choose a new folder, or add --overwrite to write into it",
+              file=sys.stderr)
+        return 2
     try:
         counts = export()
     except (FileNotFoundError, ValueError) as error:
@@ -358,6 +406,10 @@ def _inspect(args) -> int:
 
     default_sheet = os.path.join(args.dataset, "contact_sheet.png") if not is_url(args.dataset) else \
         f"{args.dataset.rstrip('/').rsplit('/', 1)[-1]}-contact_sheet.png"  # a remote dataset is not written to
+    if not is_url(args.dataset) and not os.path.isfile(os.path.join(args.dataset, "dataset.json")):
+        what = "no such folder" if not os.path.exists(args.dataset) else "not a voxforge dataset (no dataset.json)"
+        print(f"error: {args.dataset}: {what}", file=sys.stderr)
+        return 2
     try:
         print(summarize(args.dataset))
         sheet = contact_sheet(args.dataset, args.sheet or default_sheet, args.samples)
@@ -374,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # presets yield to the options actually given
     commands = {"run": _run, "inspect": _inspect, "export": _export, "train": _train, "eval": _eval, "predict": _predict,
                 "publish": _publish}
-    return commands[args.command](args)
+    return _user_errors(commands[args.command])(args)
 
 
 if __name__ == "__main__":

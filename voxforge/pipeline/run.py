@@ -73,7 +73,31 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def _check_output_is_ours(where: Location) -> None:
+    """Refuse an ``--out`` that holds other files and is not a voxforge dataset (the two would mix)."""
+    try:
+        names = {posixpath.basename(str(name).rstrip("/")) for name in where.fs.ls(where.root, detail=False)}
+    except (FileNotFoundError, NotADirectoryError):
+        names = set()
+    except OSError as error:
+        raise RunError(f"--out {where.url}: cannot list it ({storage_problem(error)})") from None
+    if where.is_local and os.path.exists(where.root) and not os.path.isdir(where.root):
+        raise RunError(f"--out {where.url} is a file, not a folder")
+    if names and not names & {fmt.DATASET_FILE, fmt.WORK_DIR}:
+        shown = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
+        raise RunError(f"--out {where.url} holds other files ({shown}) and is not a voxforge dataset; choose a new "
+                       "or empty folder")
+
+
+def _has_committed_shards(where: Location) -> bool:
+    return any(where.list_files(f"{fmt.SHARD_MANIFESTS}/{split}") or where.list_files(split) for split in SPLITS)
+
+
 def _check_resume_compatible(where: Location, config: RunConfig) -> None:
+    """A dataset that holds shards must be continued with the settings that made them; one that holds none
+    (an earlier run stopped before its first shard) takes the new settings."""
+    if not _has_committed_shards(where):
+        return
     try:
         previous = json.loads(where.read_text(fmt.DATASET_FILE)).get("config", {})
     except FileNotFoundError:
@@ -177,8 +201,12 @@ def run(config: RunConfig) -> RunSummary:
     """Build (or resume) the dataset ``config`` describes; raises RunError, SourceError, ValueError for
     problems a user can fix, before any work where they can be known then."""
     config.validate()
+    if config.backgrounds:  # checked here once, before anything is written (not in every worker)
+        from voxforge.renderers.backgrounds import list_background_images
+
+        list_background_images(config.backgrounds)
     try:
-        output_location(config.out)  # an unusable --out fails before the (possibly long) selection
+        _check_output_is_ours(output_location(config.out))  # before the (possibly long) selection
     except StorageError as error:
         raise RunError(str(error)) from None
     source = create_source(config.source, path=config.path, category_map=config.category_map, seed=config.seed,
@@ -306,7 +334,6 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
 
     progress = tqdm(total=planner.objects, unit="obj", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
     unwritten: list[str] = []
-    after = None
     try:
         for row in dataset.iter_rows():
             shard = json.loads(row["summary"])
@@ -342,5 +369,9 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
             unwritten.append(f"cannot write the dataset's manifest to {where.url}: {storage_problem(error)}")
     if unwritten:
         raise RunError(stopped_on_storage(where, unwritten[0]))
+    if after.objects < before.objects + summary.ok:  # workers wrote where this machine cannot see
+        raise RunError(f"the workers made {summary.ok} samples but only {after.objects - before.objects} are in "
+                       f"{where.url} as this machine sees it: on a cluster, --out must be an object store URL or a "
+                       "shared filesystem mounted at the same path on every node")
     summary.seconds = time.perf_counter() - started
     return summary

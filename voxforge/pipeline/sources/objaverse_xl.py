@@ -34,6 +34,7 @@ from voxforge.pipeline.sources.objaverse import (
     attribution,
     match_lvis,
 )
+from voxforge.pipeline.sources.local import MESH_SUFFIXES
 from voxforge.pipeline.sources.remote import RemoteSource
 from voxforge.pipeline.sources.xl_tables import Query, XLSelection, words_of
 
@@ -55,6 +56,11 @@ class ObjaverseXLSource(RemoteSource):
         if unknown:
             raise SourceError(f"--objaverse-xl-sources: unknown {', '.join(unknown)} (known: {', '.join(XL_SOURCES)})")
         self.file_types = [t.strip().lower().lstrip(".") for t in (config.file_types or LOADABLE_TYPES)]
+        readable = {suffix.lstrip(".") for suffix in MESH_SUFFIXES}
+        unreadable = sorted(set(self.file_types) - readable)
+        if unreadable:  # said before any annotation table is fetched
+            raise SourceError(f"--file-types: voxforge cannot read {', '.join(unreadable)} files "
+                              f"(it reads {', '.join(sorted(readable))})")
         self.v1 = ObjaverseAnnotations(self)
         self.folder = self.cache / "objaverse-xl"
 

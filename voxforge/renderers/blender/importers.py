@@ -96,6 +96,12 @@ def _blend(bpy, path: str) -> None:
                 main.collection.objects.link(obj)
     for text in list(bpy.data.texts):  # nothing can run them now, and nothing should keep them
         bpy.data.texts.remove(text)
+    root = os.path.realpath(Path(path).parent.parent)
+    outside = [library.filepath for library in bpy.data.libraries
+               if not os.path.realpath(bpy.path.abspath(library.filepath, library=library)).startswith(root + os.sep)]
+    if outside:  # data linked from other .blend files of this machine must not enter the dataset
+        raise BlenderImportError(f"{Path(path).name} links data from files outside the object's folder: "
+                                 f"{', '.join(outside[:3])}")
 
 
 IMPORTERS: dict[str, Importer] = {
