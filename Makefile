@@ -1,12 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install the core package, then build a dataset from the built-in procedural source (no network)
-#   make test   install everything (test tools, Blender), then run the test suite
+#   make test   install everything (test tools, Blender, docs tools), then run the test suite (which builds the docs)
+# and one for the documentation site:
+#   make docs   regenerate docs/reference/cli.md from the CLI's parser, then build the site into build/site
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 DEMO_OUT ?= data/demo
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test install system-deps bench docs clean
 
 system-deps:
 	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('EGL') is None)" || \
@@ -17,14 +19,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# the demo needs the core package only; tests need the test tools and Blender (its renderer is tested)
+# the demo needs the core package only; tests need the test tools, Blender (its renderer is tested) and the
+# docs tools (tests/test_docs.py builds the site)
 $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,blender]"
-	touch $(VENV)/.installed-core $@
+$(VENV)/.installed: pyproject.toml docs/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test,blender]" -r docs/requirements.txt
+	touch $(VENV)/.installed-core $(VENV)/.installed-docs $@
+
+$(VENV)/.installed-docs: docs/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -r docs/requirements.txt
+	touch $@
 
 install: system-deps $(VENV)/.installed
 
@@ -34,6 +41,10 @@ demo: system-deps $(VENV)/.installed-core
 
 test: install
 	$(BIN)/python -m pytest -q
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/python scripts/gen_cli_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install
 	$(BIN)/python bench/bench_render.py
