@@ -72,7 +72,7 @@ def main() -> None:
     from voxforge.loaders import open_dataset
     from voxforge.loaders.dataset import plain_background_of
     from voxforge.models.data import shard_batches
-    from voxforge.models.train import TrainConfig, evaluate, train
+    from voxforge.models.r2n2.train import TrainConfig, evaluate, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -44,8 +44,8 @@ def timed(function, device, repeats: int, warmup: int = 2) -> float:
 
 
 def bench_model(width: float, batch: int, size: int, points: int, device: torch.device, repeats: int) -> dict:
-    from voxforge.models.pointcloud_train import ReconstNetConfig, build_model, reconstnet_loss
-    from voxforge.models.train import make_optimizer
+    from voxforge.models.reconstnet.train import ReconstNetConfig, build_model, reconstnet_loss
+    from voxforge.models.engine import make_optimizer
 
     torch.manual_seed(0)
     images = torch.rand(batch, 3, size, size, device=device)
@@ -72,7 +72,7 @@ def bench_model(width: float, batch: int, size: int, points: int, device: torch.
 
 
 def bench_losses(points: int, batch: int, device: torch.device, repeats: int) -> dict:
-    from voxforge.models.pointcloud_losses import chamfer_distance, exact_emd, sinkhorn_emd
+    from voxforge.models.reconstnet.losses import chamfer_distance, exact_emd, sinkhorn_emd
 
     generator = torch.Generator().manual_seed(0)
     a = (torch.rand(batch, points, 3, generator=generator) - 0.5).to(device)
@@ -95,7 +95,7 @@ def real_epoch(data: str, width: float, batch: int, points: int, device: torch.d
     import json
     from pathlib import Path
 
-    from voxforge.models.pointcloud_train import ReconstNetConfig, reconstnet_batches, train_reconstnet
+    from voxforge.models.reconstnet.train import ReconstNetConfig, reconstnet_batches, train_reconstnet
 
     objects = json.loads((Path(data) / "dataset.json").read_text())["counts"]["per_split"]["train"]
     steps = -(-objects // batch)

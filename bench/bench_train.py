@@ -1,5 +1,5 @@
 """Training throughput of the bundled 3D-R2N2: iterations/s, images/s, data-wait share, and the projected
-time of the paper's 60k iterations. Runs the real training loop (``voxforge.models.train.train``) and
+time of the paper's 60k iterations. Runs the real training loop (``voxforge.models.r2n2.train.train``) and
 reads its per-window timings from metrics.csv, leaving out the warm-up windows (cuDNN tuning, compile).
 
 On a GPU machine, as-is (full-size res3d-gru-3, batch 36 x 5 views, bf16):
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from voxforge.models.data import training_batches
-    from voxforge.models.train import TrainConfig, train
+    from voxforge.models.r2n2.train import TrainConfig, train
 
     low, _, high = args.views.partition("-")
     views = (int(low), int(high or low))

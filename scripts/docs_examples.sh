@@ -12,6 +12,7 @@
 #   softras     --preset softras and `export --layout softras` (docs/presets.md; 30 s)
 #   r2n2        train / eval / predict on the 7 real 3D-R2N2 objects in ../shared/data/r2n2 (docs/training.md; 3 min)
 #   pointcloud  --preset pointcloud, train --arch reconstnet, eval (docs/training.md; 3 min)
+#   meshes      --preset softras, train --arch softras, eval, predict (docs/training.md; 2 min)
 #   blender     the Blender renderer on procedural objects and ../shared/data/meshes (docs/rendering.md; 2 min)
 #   publish     a small dataset published to a folder and a .zip bundle (docs/publishing.md; 30 s)
 #
@@ -100,6 +101,18 @@ pointcloud() {
   show pipeline train --arch reconstnet --data pcdata --out run_cli --iterations 30 --batch-size 8 --width 0.25 \
     --workers 2 --lr 1e-3
   show pipeline eval run_cli --data pcdata --split test
+}
+
+meshes() {
+  show pipeline run procedural --preset softras --limit 24 --out srdata --workers 2 --no-progress
+  show pipeline train --arch softras --data srdata --out run_softras --iterations 100 --batch-size 8 --width 0.25 \
+    --lr 1e-3 --workers 2 --no-progress
+  show pipeline eval run_softras --data srdata --split test
+  # an RGBA view of a test object (its mask as alpha), as a user's input image
+  python -c "import numpy as np; from PIL import Image; from voxforge.loaders import open_dataset; \
+s = next(iter(open_dataset('srdata', 'test'))); \
+Image.fromarray(np.dstack([s['images'][3], s['alphas'][3]])).save('car_view3.png')"
+  show pipeline predict run_softras car_view3.png
 }
 
 blender() {

@@ -19,7 +19,7 @@ import torch
 
 from voxforge.models import distributed
 from voxforge.models.data import shard_batches
-from voxforge.models.train import TrainConfig, train
+from voxforge.models.r2n2.train import TrainConfig, train
 
 
 def main(data: str, out: str, stop: bool = False) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from voxforge.models.r2n2 import VARIANTS, R2N2, voxel_iou  # noqa: E402
+from voxforge.models.r2n2.network import VARIANTS, R2N2, voxel_iou  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", sorted(VARIANTS))
@@ -61,7 +61,7 @@ def _tiny_data(count: int = 4):
 
 
 def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(tmp_path):
-    from voxforge.models.train import TrainConfig, array_batches, train
+    from voxforge.models.r2n2.train import TrainConfig, array_batches, train
 
     images, voxels = _tiny_data()
     config = TrainConfig(arch="3d-gru-1", width=0.125, iterations=6, batch_size=2, views=(1, 3), lr=1e-3,
@@ -77,7 +77,7 @@ def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(tmp_path):
 
 
 def test_evaluation_reports_thresholds_categories_and_view_counts():
-    from voxforge.models.train import evaluate
+    from voxforge.models.r2n2.train import evaluate
 
     torch.manual_seed(0)
     model = R2N2("3d-gru-1", width=0.125)
@@ -97,7 +97,7 @@ def test_a_tiny_model_overfits_real_r2n2_objects(shared_data, tmp_path):
     64-pixel inputs, batch norm in the encoder, occupied voxels weighted 3x, lr 3e-3 then 3e-4.
     """
     from voxforge.loaders import open_dataset
-    from voxforge.models.train import TrainConfig, array_batches, evaluate, train
+    from voxforge.models.r2n2.train import TrainConfig, array_batches, evaluate, train
 
     samples = list(open_dataset(shared_data / "r2n2"))
     for sample in samples:

@@ -11,12 +11,12 @@ import torch
 from conftest import gpu_only
 from inprocess_samples import make_samples, write_dataset
 
-from voxforge.models.pointcloud import ReconstNet, ResNet50Encoder, kl_divergence
-from voxforge.models.pointcloud_losses import chamfer_distance, exact_emd, nearest_distances, sinkhorn_emd
-from voxforge.models.pointcloud_metrics import (
+from voxforge.models.reconstnet.network import ReconstNet, ResNet50Encoder, kl_divergence
+from voxforge.models.reconstnet.losses import chamfer_distance, exact_emd, nearest_distances, sinkhorn_emd
+from voxforge.models.reconstnet.metrics import (
     CONVENTIONS, evaluate_cloud, fscores, icp_align, normalize_cloud,
 )
-from voxforge.models.silhouette import silhouette_iou, silhouette_iou_loss
+from voxforge.models.softras.silhouette import silhouette_iou, silhouette_iou_loss
 from voxforge.pipeline.config import RunConfig
 
 
@@ -152,7 +152,7 @@ def four_objects():
 
 def test_model_overfits_a_few_objects(four_objects, tmp_path):
     """Real renders and surface points of 4 objects: the Chamfer distance falls by 10x on the CPU."""
-    from voxforge.models.pointcloud_train import ReconstNetConfig, train_reconstnet
+    from voxforge.models.reconstnet.train import ReconstNetConfig, train_reconstnet
 
     images = torch.from_numpy(np.stack([s["images"] for s in four_objects])).permute(0, 1, 4, 2, 3).float() / 255
     points = torch.from_numpy(np.stack([s["points"][:256] for s in four_objects]))

@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 
 from conftest import gpu_only  # noqa: E402
 
-from voxforge.models.r2n2 import R2N2  # noqa: E402
-from voxforge.models.train import TrainConfig, array_batches, autocast, train  # noqa: E402
+from voxforge.models.r2n2.network import R2N2  # noqa: E402
+from voxforge.models.engine import autocast  # noqa: E402
+from voxforge.models.r2n2.train import TrainConfig, array_batches, train  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 
@@ -61,7 +62,7 @@ def test_foreground_weight_weighs_occupied_voxels():
 
 
 def test_warmup_then_steps_schedule():
-    from voxforge.models.train import make_optimizer
+    from voxforge.models.engine import make_optimizer
 
     config = TrainConfig(lr=1e-3, warmup=4, lr_steps=(6, 8))
     optimizer, scheduler = make_optimizer(torch.nn.Linear(2, 2), config)
@@ -108,7 +109,7 @@ def test_fp16_is_refused_on_cpu():
 
 
 def test_baselines_are_the_published_figures_at_threshold_0_4(shared_data):
-    from voxforge.models.report import attach_baselines, format_table, load_baselines, synset_of
+    from voxforge.models.r2n2.report import attach_baselines, format_table, load_baselines, synset_of
 
     baselines = load_baselines(shared_data / "r2n2" / "ShapeNet.json")
     assert len(baselines) == 13 and baselines["02958343"]["1"] == 0.798 and baselines["02958343"]["5"] == 0.836
@@ -179,7 +180,7 @@ def test_predict_writes_binvox_and_a_watertight_mesh(tiny_run, shared_data, tmp_
 def test_cube_mesh_of_a_known_shape():
     import trimesh
 
-    from voxforge.models.predict import cube_mesh
+    from voxforge.models.r2n2.predict import cube_mesh
 
     grid = np.zeros((4, 4, 4), bool)
     grid[1:3, 1, 1:3] = True  # a 2x1x2 slab
@@ -276,7 +277,7 @@ def test_ddp_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
 def test_ray_train_runs_the_same_training_function(tmp_path, shared_data):
     """Ray Train TorchTrainer, 2 CPU workers (DDP over gloo) on the 3D-R2N2 layout: a checkpoint and metrics."""
     pytest.importorskip("ray.train")
-    from voxforge.models.distributed import train_with_ray
+    from voxforge.models.ray_train import train_with_ray
 
     config = TrainConfig(arch="3d-gru-1", width=0.125, image_size=64, iterations=2, batch_size=2, views=(1, 2),
                          lr=1e-3, device="cpu", log_every=1, checkpoint_every=10**6)

@@ -156,7 +156,7 @@ if (shared / "r2n2").is_dir():
     results["loader"] = {"workers": batches.workers,
                          "worker_init": [l.worker_init_fn is threads.worker_init for l in torch_loaders]}
 
-from voxforge.models.train import TrainConfig, array_batches, train
+from voxforge.models.r2n2.train import TrainConfig, array_batches, train
 rng = np.random.default_rng(0)
 images = rng.integers(0, 255, (2, 2, 64, 64, 3), dtype=np.uint8)
 voxels = rng.random((2, 32, 32, 32)) > 0.8

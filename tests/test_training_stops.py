@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from voxforge.models.stopping import Stopper, prepare_run_dir, quiet_worker
-from voxforge.models.train import TrainConfig, array_batches, open_metrics, train
+from voxforge.models.engine import open_metrics
+from voxforge.models.r2n2.train import TrainConfig, array_batches, train
 from voxforge.pipeline.cli import main
 
 TESTS = Path(__file__).resolve().parent
@@ -172,7 +173,7 @@ def test_every_stop_signal_checkpoints_at_the_next_boundary(tmp_path, number, st
 def test_sigterm_stops_pointcloud_training_and_resume_is_exact(tmp_path):
     """The point-cloud trainer shares the stop: a checkpoint at the boundary, then an exact resume (the
     latent's noise comes from the saved RNG state)."""
-    from voxforge.models.pointcloud_train import ReconstNetConfig, train_reconstnet
+    from voxforge.models.reconstnet.train import ReconstNetConfig, train_reconstnet
 
     def batches():
         generator = torch.Generator().manual_seed(0)
@@ -280,7 +281,7 @@ def test_training_into_an_existing_run_is_refused_untouched_and_overwrite_starts
     (run / "notes.txt").write_text("mine")
     before = _snapshot(run)
     capsys.readouterr()
-    for arch in ("3d-gru-1", "reconstnet"):  # both model families, before anything is read or written
+    for arch in ("3d-gru-1", "reconstnet", "softras"):  # every model family, before anything is read or written
         command = _cli_train(shared_data, run, 2)
         command[command.index("--arch") + 1] = arch
         assert main(command) == 2

@@ -3,8 +3,8 @@
 ``torchrun --nproc-per-node N -m voxforge.pipeline.cli train ...`` starts N processes with RANK /
 WORLD_SIZE / LOCAL_RANK set; :func:`setup` joins them into a process group (NCCL on GPUs, gloo on CPUs).
 ``pipeline train --address ray://head:10001 --ray-workers N`` (or ``--address auto``, or ``local`` for a
-Ray started here) runs the same :func:`voxforge.models.train.train` in N Ray Train workers, whose
-process group Ray Train has already set up. Every rank reads its own shards (the loaders split shards
+Ray started here) runs the same training engine (:func:`voxforge.models.engine.fit`) in N Ray Train
+workers (:mod:`voxforge.models.ray_train`), whose process group Ray Train has already set up. Every rank reads its own shards (the loaders split shards
 by rank, then by DataLoader worker); only rank 0 writes checkpoints, metrics and TensorBoard logs.
 On several machines, ``--out`` must be storage that every node sees (rank 0 writes; all ranks read the
 checkpoint on ``--resume``).
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
@@ -91,59 +90,3 @@ def wrap(model: torch.nn.Module, state: Distributed) -> torch.nn.Module:
 
     device_ids = [state.device.index] if state.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def _ray_worker(settings: dict) -> dict:
-    """Ray Train's per-worker loop: the same batches and :func:`train` as a single process."""
-    import ray.train
-    import ray.train.torch
-
-    from voxforge.models.data import training_batches
-    from voxforge.models.train import TrainConfig, train
-
-    config = TrainConfig(**settings["config"])
-    config.device = str(ray.train.torch.get_device())
-    rank = ray.train.get_context().get_world_rank()
-    batches = training_batches(settings["data"], config.batch_size, config.views, settings["workers"], config.seed)
-    result = train(config, batches, settings["out"], resume=settings["resume"],
-                   progress=settings["progress"] and rank == 0)
-    return {"iteration": result["iteration"], "loss": result["losses"][-1] if result["losses"] else float("nan"),
-            "stopped": result["stopped"],
-            "world_size": result["world_size"], "iterations_per_second": result["iterations_per_second"],
-            "images_per_second": result["images_per_second"], "data_wait_share": result["data_wait_share"]}
-
-
-def train_with_ray(config, data: str, out: str | Path, address: str | None, workers: int, loader_workers: int = 2,
-                   resume: bool = False, use_gpu: bool | None = None, progress: bool = True) -> dict:
-    """Run :func:`voxforge.models.train.train` on ``workers`` Ray Train workers (DDP among them).
-
-    ``address``: a Ray cluster ("auto", "ray://host:10001", "host:6379") or None/"local" for a Ray
-    started on this machine. Returns the last metrics rank 0 reported.
-    """
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if use_gpu is None:
-        use_gpu = config.device.startswith("cuda")
-    if not ray.is_initialized():
-        quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
-        if address and address != "local":
-            ray.init(address=address, **quiet)
-        else:
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # one machine: loopback only
-            import tempfile
-
-            ray.init(_temp_dir=os.path.join(tempfile.gettempdir(), "voxforge-ray"), **quiet)
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"config": asdict(config), "data": str(Path(data).resolve()) if os.path.exists(data) else data,
-                "out": str(out), "workers": loader_workers, "resume": resume, "progress": progress}
-    trainer = TorchTrainer(
-        _ray_worker, train_loop_config=settings,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-        run_config=RunConfig(name="voxforge-train", storage_path=str(out / "ray")),
-    )
-    result = trainer.fit()
-    return dict(getattr(result, "return_value", None) or {})  # rank 0's return value (Ray Train v2)

@@ -1,4 +1,4 @@
-"""Training that never silently loses or destroys work, shared by both trainers.
+"""Training that never silently loses or destroys work, shared by every model family (through the engine).
 
 - :func:`prepare_run_dir`: ``pipeline train --out RUN`` checks RUN before anything is written: a
   folder holding files is refused unless the run is continued (``--resume``) or its files are deleted

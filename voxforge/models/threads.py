@@ -5,8 +5,8 @@ machine that oversubscribes: the training process's OpenMP team, its DataLoader 
 decode views) and everybody else's processes all want the same cores, and an OpenMP team is only as
 fast as its slowest thread, since every operator ends at a barrier that waits for a thread the kernel
 may have descheduled. The README's tiny 3D-R2N2 run went from 2.21 it/s on 2 idle cores to 0.2-0.35 it/s
-at load average 5-11. So the trainers (``pipeline train``, :func:`voxforge.models.train.train`,
-:func:`voxforge.models.pointcloud_train.train_reconstnet`) size their intra-op threads with
+at load average 5-11. So the trainers (``pipeline train``, :func:`voxforge.models.r2n2.train.train`,
+:func:`voxforge.models.reconstnet.train.train_reconstnet`) size their intra-op threads with
 :func:`intra_op_threads`:
 
 - an explicit choice wins: ``--threads N`` (``TrainConfig.threads``), else ``OMP_NUM_THREADS`` or

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Hub uploads: files per commit (default 100; a re-run resumes after the last commit)")
     publish.add_argument("--no-progress", action="store_true", help="no progress bar")
     train = commands.add_parser(
-        "train", help="train 3D-R2N2 on a voxforge dataset or the 3D-R2N2 layout",
+        "train", help="train a model (3D-R2N2, reconstnet, softras) on a voxforge dataset or the 3D-R2N2 layout",
         epilog="Stopping: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (e.g. SLURM's --signal warning) end the run at the "
         "next iteration boundary, as --time-limit does, with a checkpoint in OUT/checkpoint.pt (model, optimizer, "
         "schedule, RNG states, iteration and data position): the same command with --resume continues exactly. A "
@@ -159,15 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "or 3D-R2N2 layout folder")
     train.add_argument("--arch", default="res3d-gru-3",
                        help="3d-lstm-1, 3d-gru-1, 3d-lstm-3, 3d-gru-3, res3d-gru-3 (default) or gru-vector; "
-                       "reconstnet: the single-view point-cloud network (needs a dataset with points)")
+                       "reconstnet: the single-view point-cloud network (needs a dataset with points); softras: "
+                       "meshes learned from silhouettes (needs a voxforge dataset, e.g. --preset softras)")
     train.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv, config.json); one "
                        "that holds files needs --resume or --overwrite")
-    train.add_argument("--iterations", type=int, default=60000)
-    train.add_argument("--batch-size", type=int, default=24)
+    train.add_argument("--iterations", type=int, help="default: the model's (60000; softras 250000)")
+    train.add_argument("--batch-size", type=int, help="default: the model's (3D-R2N2 24, reconstnet 32, softras 64)")
     train.add_argument("--views", default="1-5", help="view count range per batch, MIN-MAX (default 1-5)")
-    train.add_argument("--lr", type=float, default=1e-4)
-    train.add_argument("--lr-steps", type=_csv(int), default=[20000, 60000], help="iterations where lr x 0.1")
-    train.add_argument("--weight-decay", type=float, default=5e-5)
+    train.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    train.add_argument("--lr-steps", type=_csv(int), help="iterations where lr x 0.1 (default: 3D-R2N2 20000,60000; "
+                       "the others none)")
+    train.add_argument("--weight-decay", type=float, help="on weights, not biases (default: 3D-R2N2 5e-5, the others 0)")
     train.add_argument("--grad-clip", type=float, help="clip the gradient norm")
     train.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper size)")
     train.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -190,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reconstnet: target frame, object (3D-ReConstNet) or the input camera's (PSGN)")
     train.add_argument("--emd-weight", type=float, default=1.0, help="reconstnet: weight of the approximate EMD")
     train.add_argument("--kl-weight", type=float, default=1e-3, help="reconstnet: weight of the latent's KL term")
+    train.add_argument("--encoder", choices=("plain", "residual"), default="plain",
+                       help="softras: image encoder, SoftRas's three 5x5 convolutions (plain) or residual blocks")
+    train.add_argument("--sigma", type=float, default=1e-4,
+                       help="softras: silhouette sharpness in squared NDC units (default 1e-4, SoftRas's at 64 px)")
+    train.add_argument("--laplacian-weight", type=float, default=5e-3, help="softras: Laplacian term weight")
+    train.add_argument("--flatten-weight", type=float, default=5e-4, help="softras: flatten term weight")
     from voxforge.models.commands import add_eval_options, add_predict_parser, add_train_options
 
     add_train_options(train)
@@ -200,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every object)")
     evaluate.add_argument("--convention", default="lmnet,psgn,plain",
                           help="reconstnet: named metric conventions, comma-separated (lmnet, psgn, plain)")
-    evaluate.add_argument("--views", type=int, help="reconstnet: evaluate the first N views of each object (default all); "
+    evaluate.add_argument("--views", type=int, help="reconstnet and softras: evaluate the first N views of each object "
+                          "(default all); "
                           "3D-R2N2 runs: IoU with 1..N views (default 5)")
     evaluate.add_argument("--emd", action="store_true", help="reconstnet: also report an approximate EMD (slow on CPU)")
     add_eval_options(evaluate)
@@ -233,12 +242,12 @@ def _user_errors(command):
 
 
 def _train(args) -> int:
-    from voxforge.models.r2n2 import VARIANTS
+    from voxforge.models.r2n2.network import VARIANTS
     from voxforge.models.stopping import RunFolderError, prepare_run_dir
 
     problem = _input_problem("--data", args.data)
-    if args.arch != "reconstnet" and args.arch not in VARIANTS:
-        problem = f"unknown --arch {args.arch!r}; choose one of {', '.join(VARIANTS)} or reconstnet"
+    if args.arch not in (*VARIANTS, "reconstnet", "softras"):
+        problem = f"unknown --arch {args.arch!r}; choose one of {', '.join(VARIANTS)}, reconstnet or softras"
     if problem:  # before the run folder is touched (--overwrite deletes in it)
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -255,31 +264,47 @@ def _train(args) -> int:
                 and not os.path.exists(os.path.join(args.out, "checkpoint.pt")):
             print(f"--resume: {args.out} holds no checkpoint.pt; training starts at iteration 0", file=sys.stderr)
     if args.arch == "reconstnet":
-        from voxforge.models.pointcloud_train import train_command
+        from voxforge.models.reconstnet.commands import train_command
 
         return train_command(args)
-    from voxforge.models.commands import train_command
+    if args.arch == "softras":
+        from voxforge.models.softras.commands import train_command
+
+        return train_command(args)
+    from voxforge.models.r2n2.commands import train_command
 
     return train_command(args)
 
 
 def _eval(args) -> int:
-    from voxforge.models.pointcloud_train import eval_command, is_reconstnet_run
+    from voxforge.models.engine import run_arch
 
     problem = _input_problem("run", args.run) or _input_problem("--data", args.data)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    arch = run_arch(args.run)
+    if arch == "reconstnet":
+        from voxforge.models.reconstnet.commands import eval_command
 
-    if is_reconstnet_run(args.run):
         return eval_command(args)
-    from voxforge.models.commands import eval_command as r2n2_eval
+    if arch == "softras":
+        from voxforge.models.softras.commands import eval_command
+
+        return eval_command(args)
+    from voxforge.models.r2n2.commands import eval_command as r2n2_eval
 
     return r2n2_eval(args)
 
 
 def _predict(args) -> int:
-    from voxforge.models.commands import predict_command
+    from voxforge.models.engine import run_arch
+
+    if run_arch(args.run) == "softras":
+        from voxforge.models.softras.commands import predict_command
+
+        return predict_command(args)
+    from voxforge.models.r2n2.commands import predict_command
 
     return predict_command(args)
 

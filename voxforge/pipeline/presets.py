@@ -19,7 +19,7 @@ is saved in ``dataset.json`` (``config.preset``) with the values it produced.
   renders as input, so this is ``r2n2`` plus 16384 area-uniform surface points per object whose first
   1024 are a farthest-point subset (``points[:1024]``). Points stay in the object frame (bbox centred,
   unit diagonal: ShapeNet v1's, where 3D-LMNet's ground-truth clouds live); the papers' evaluation
-  normalizations are applied at evaluation time by name (:mod:`voxforge.models.pointcloud_metrics`).
+  normalizations are applied at evaluation time by name (:mod:`voxforge.models.reconstnet.metrics`).
 """
 
 from __future__ import annotations

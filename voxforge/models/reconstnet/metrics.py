@@ -9,14 +9,14 @@ Each convention here fixes every one of them:
   ``unit-sphere`` (centroid at the origin, farthest point at radius 1).
 - ``icp``: rigidly align the prediction to the ground truth first (point-to-point ICP), as 3D-LMNet's
   and 3D-ReConstNet's evaluation scripts do.
-- ``squared`` and ``combine``: see :mod:`voxforge.models.pointcloud_losses`.
+- ``squared`` and ``combine``: see :mod:`voxforge.models.reconstnet.losses`.
 
 F-scores (Tatarchenko et al. 2019) use unsquared distances at thresholds in the normalized units:
 precision = share of predicted points within the threshold of the ground truth, recall the converse.
 
 The frame (object or view-centred) is a property of the model's target, not of the metric: a model
 trained on view-centred targets (PSGN predicts in the input camera's frame) is evaluated against
-ground truth rotated the same way (see ``frame`` in :mod:`voxforge.models.pointcloud_train`).
+ground truth rotated the same way (see ``frame`` in :mod:`voxforge.models.reconstnet.train`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from voxforge.models.pointcloud_losses import COMBINE_MODES, chamfer_distance, sinkhorn_emd
+from voxforge.models.reconstnet.losses import COMBINE_MODES, chamfer_distance, sinkhorn_emd
 
 NORMALIZATIONS = ("none", "unit-cube", "unit-sphere")
 

@@ -1,11 +1,20 @@
-"""Training and evaluating 3D-R2N2 on voxforge or 3D-R2N2 data.
+"""The one training loop of every bundled model (3D-R2N2, 3D-ReConstNet, SoftRas).
 
-Defaults follow the released 3D-R2N2 code: Adam, lr 1e-4 dropping to 1e-5 at 20k and 1e-6 at 60k
-iterations, weight decay 5e-5 on non-bias weights, each batch one random view count in 1..5.
-Checkpoints hold model, optimizer, scheduler, RNG states, the iteration and the data position, so
-``resume`` continues exactly. They are written every ``checkpoint_every`` iterations, every
-``checkpoint_minutes`` minutes, at the end, and when the run stops early (SIGTERM, SIGINT, SIGUSR1 or
-``time_limit``: :mod:`voxforge.models.stopping`).
+A model family is a small :class:`Family`: how to build its network from its configuration, and how to
+turn a batch into a loss (plus the named terms to log). Everything else lives here, once:
+
+- Adam with weight decay on weights only and a step schedule with optional linear warm-up
+  (:func:`make_optimizer`; the 3D-R2N2 release's optimizer);
+- checkpoints (``checkpoint.pt``) holding model, optimizer, schedule, RNG states, the iteration and the
+  data position, so ``resume`` continues exactly (:func:`save_checkpoint`, :func:`restore_checkpoint`,
+  :func:`resumed_stream`); written every ``checkpoint_every`` iterations, every ``checkpoint_minutes``
+  minutes, at the end and when the run stops early (SIGTERM, SIGINT, SIGUSR1 or ``time_limit``:
+  :mod:`voxforge.models.stopping`);
+- ``metrics.csv`` (one row per ``log_every`` iterations, every iteration logged once across resumes) and
+  TensorBoard scalars beside it, a progress bar;
+- bf16/fp16 autocast (``amp``), ``torch.compile`` (``compile``), DDP under ``torchrun`` or Ray Train
+  (:mod:`voxforge.models.distributed`; only rank 0 writes files), torch thread sizing
+  (:mod:`voxforge.models.threads`), and an ``on_log`` hook (e.g. a validation pass).
 """
 
 from __future__ import annotations
@@ -15,53 +24,72 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from voxforge.models.data import crop_views
-from voxforge.models.r2n2 import R2N2, voxel_iou
+from voxforge.models import distributed
 from voxforge.models.stopping import STOP_SIGNALS, Stopper
 from voxforge.models.threads import training_threads
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS = (0.3, 0.4, 0.5)
-TEST_BACKGROUND = 240.0  # 3D-R2N2 composites test views over this plain colour
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BASE_COLUMNS = ("iteration", "loss")
+TAIL_COLUMNS = ("lr", "views", "seconds", "images_per_s", "data_wait")
 
 
 @dataclass
-class TrainConfig:
-    arch: str = "res3d-gru-3"
+class EngineConfig:
+    """Settings every model family shares; each family's configuration extends it."""
+
+    arch: str = ""
     width: float = 1.0
     iterations: int = 60000
-    batch_size: int = 24
-    views: tuple[int, int] = (1, 5)
+    batch_size: int = 32
     lr: float = 1e-4
-    lr_steps: tuple[int, ...] = (20000, 60000)  # lr x 0.1 at each
-    warmup: int = 0  # iterations of linear lr warm-up (0: none, as the paper)
-    foreground_weight: float = 1.0  # loss weight of occupied voxels (1.0: the paper's plain cross-entropy)
-    weight_decay: float = 5e-5
+    lr_steps: tuple[int, ...] = ()  # lr x 0.1 at each
+    warmup: int = 0  # iterations of linear lr warm-up (0: none)
+    weight_decay: float = 0.0  # on weights only, not biases or normalization scales
     grad_clip: float | None = None
-    image_size: int = 127
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     seed: int = 0
     checkpoint_every: int = 2000  # iterations between checkpoints
     checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints too (0: none)
     time_limit: float | None = None  # wall-clock minutes, then stop with a checkpoint (None: no limit)
     log_every: int = 50
-    batch_norm: bool = False  # after every convolution (not in the paper; makes small CPU runs learn fast)
     amp: str = "none"  # "bf16" (CUDA or CPU) or "fp16" (CUDA) autocast
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads: 0 = sized to the usable CPUs (voxforge.models.threads), -1 = torch's
-    extra: dict = field(default_factory=dict)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig):
+@dataclass(frozen=True)
+class Family:
+    """What a model family tells the engine.
+
+    ``build(config)``: the network (an ``nn.Module``), built after ``torch.manual_seed(config.seed)``.
+    ``step(model, forward, batch, device, config)``: the loss terms of one batch as float32 scalars, with
+    the total under ``"loss"`` (the one that is back-propagated) and every name in ``terms``. ``model`` is
+    the plain module (for its helper methods); ``forward`` is what to call for the forward pass (the DDP
+    wrapper under several ranks), run by the engine inside autocast.
+    ``images(batch)``: (objects, views per object) of the batch, for throughput and the ``views`` column.
+    """
+
+    name: str
+    build: Callable
+    step: Callable
+    terms: tuple[str, ...] = ()
+    images: Callable = field(default=lambda batch: tuple(batch["images"].shape[:2]))
+
+    @property
+    def columns(self) -> list[str]:
+        return [*BASE_COLUMNS, *self.terms, *TAIL_COLUMNS]
+
+
+def make_optimizer(model: torch.nn.Module, config):
     """Adam with weight decay on weights only (not biases or normalization scales), and the step schedule."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -78,24 +106,13 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig):
     return optimizer, scheduler
 
 
-def array_batches(images: np.ndarray, voxels: np.ndarray, config: TrainConfig) -> Iterator[dict]:
-    """Endless batches from in-memory arrays (N, V, H, W, 3) uint8 and (N, R, R, R): one view count per batch."""
-    rng = np.random.default_rng(config.seed)
-    while True:
-        chosen = rng.choice(len(images), size=min(config.batch_size, len(images)), replace=False)
-        count = int(rng.integers(config.views[0], config.views[1] + 1))
-        picks = np.stack([rng.choice(images.shape[1], size=count, replace=False) for _ in chosen])
-        batch = images[chosen[:, None], picks]
-        yield {"images": torch.from_numpy(batch).permute(0, 1, 4, 2, 3).float() / 255.0,
-               "voxels": torch.from_numpy(voxels[chosen])}
-
-
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, iteration: int, config: TrainConfig,
+def save_checkpoint(path: Path, model, optimizer, scheduler, iteration: int, config,
                     data_position: tuple[int, int] | None = None) -> None:
+    """``path`` replaced atomically: a kill while writing leaves the previous checkpoint whole."""
     temporary = path.with_suffix(".partial")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "iteration": iteration, "config": asdict(config), "rng": _rng_state(),
@@ -162,23 +179,6 @@ def _logged_at(cell: str) -> float:
         return float("inf")
 
 
-def build_model(config: TrainConfig) -> R2N2:
-    return R2N2(config.arch, config.width, config.image_size, batch_norm=config.batch_norm)
-
-
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[R2N2, dict]:
-    """The trained model of a run folder (``checkpoint.pt``) in eval mode, and its saved configuration."""
-    path = Path(run_dir) / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a folder written by pipeline train?")
-    state = torch.load(path, map_location=device, weights_only=False)
-    known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
-    model = build_model(config).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval(), {**state["config"], "iteration": state["iteration"]}
-
-
 def autocast(device: torch.device, amp: str):
     """bf16/fp16 autocast on the device, or nothing. bf16 needs no loss scaling; fp16 (CUDA only) does."""
     if amp in ("none", "", None):
@@ -199,8 +199,8 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _configure_cuda(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # five input shapes (1..5 views): each tuned once
-        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts (fc layers, optimizer-free math)
+        torch.backends.cudnn.benchmark = True  # few input shapes (3D-R2N2: 1..5 views): each tuned once
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts
 
 
 class _TensorBoard:
@@ -225,50 +225,49 @@ class _TensorBoard:
             self.writer.close()
 
 
-METRIC_COLUMNS = ["iteration", "loss", "lr", "views", "seconds", "images_per_s", "data_wait"]
+def fit(family: Family, config, batches: Iterable[dict], run_dir: str | Path, resume: bool = False,
+        progress: bool = True, on_log: Callable[[int, torch.nn.Module], None] | None = None,
+        signals: Iterable[int] = STOP_SIGNALS) -> dict:
+    """Train ``family``'s model for ``config.iterations`` steps on ``batches``; files in ``run_dir``.
 
+    Writes ``config.json``, ``checkpoint.pt``, ``metrics.csv`` (columns :attr:`Family.columns`: each
+    term's mean over the last ``log_every`` iterations of rank 0, the learning rate, views per object,
+    seconds since the start, images per second and ``data_wait``, the share of wall time spent waiting
+    for batches) and TensorBoard logs (``train/<term>``, ``train/lr``, ``perf/...``).
 
-def train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool = False,
-          progress: bool = True, on_log: Callable[[int, torch.nn.Module], None] | None = None,
-          signals: Iterable[int] = STOP_SIGNALS) -> dict:
-    """Train for ``config.iterations`` steps; writes ``checkpoint.pt``, ``metrics.csv`` and TensorBoard logs.
+    ``resume``: model, optimizer, schedule and RNG come back from ``run_dir/checkpoint.pt`` and the batch
+    stream continues at the saved data position (or is replayed past the batches already used). Under
+    ``torchrun`` or Ray Train the model runs in DDP and only rank 0 writes files. ``on_log(iteration,
+    model)`` runs on rank 0 after each log line; the model is put back in training mode afterwards.
 
-    ``batches`` yields dicts with ``images`` (B, V, 3, H, W) and ``voxels`` (B, 32, 32, 32). With
-    ``resume``, the model, optimizer, schedule and RNG come back from the checkpoint and the caller's
-    batch stream is advanced past the batches already used. Under ``torchrun`` or Ray Train the model
-    runs in DDP and only rank 0 writes files. The logged loss is the mean over the last ``log_every``
-    iterations of rank 0; ``data_wait`` is the share of wall time spent waiting for batches.
-    ``on_log(iteration, model)`` runs on rank 0 after each log line (e.g. a validation pass); the model
-    is put back in training mode afterwards.
-
-    Checkpoints: every ``config.checkpoint_every`` iterations and ``config.checkpoint_minutes`` minutes
-    of wall-clock time, at the end, and on a stop. ``signals`` (default SIGTERM, SIGINT, SIGUSR1; ``()``
-    for none) and ``config.time_limit`` (minutes since the call) end the run at the next iteration
-    boundary with a checkpoint; ``result["stopped"]`` then holds the reason, the iteration and the exit
-    status ``pipeline train`` uses (:mod:`voxforge.models.stopping`), else None. Under DDP all ranks stop
-    at the same iteration.
+    Stops: ``signals`` (default SIGTERM, SIGINT, SIGUSR1; ``()`` for none) and ``config.time_limit``
+    (minutes since the call) end the run at the next iteration boundary with a checkpoint;
+    ``result["stopped"]`` then holds the reason, the iteration and the exit status ``pipeline train``
+    uses (:mod:`voxforge.models.stopping`), else None. Under DDP all ranks stop at the same iteration.
 
     torch's intra-op threads are ``config.threads``, by default sized to the CPUs this process may use
-    less the ``batches``' DataLoader workers (each rank its share; :mod:`voxforge.models.threads`), and
-    put back afterwards.
+    less the ``batches``' DataLoader workers (:mod:`voxforge.models.threads`), and put back afterwards.
+
+    Returns ``model`` (trained, plain module), ``losses`` (every iteration's total loss), ``history``
+    (every iteration's value of each term), ``iteration`` (completed), ``seconds``,
+    ``iterations_per_second``, ``images_per_second``, ``data_wait_share``, ``rank``, ``world_size`` and
+    ``stopped``.
     """
     with training_threads(getattr(batches, "workers", 0), config.threads):
-        return _train(config, batches, run_dir, resume, progress, on_log, signals)
+        return _fit(family, config, batches, run_dir, resume, progress, on_log, signals)
 
 
-def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, resume: bool, progress: bool,
-           on_log: Callable[[int, torch.nn.Module], None] | None, signals: Iterable[int]) -> dict:
-    from voxforge.models import distributed
-
+def _fit(family: Family, config, batches, run_dir, resume, progress, on_log, signals) -> dict:
     stopper = Stopper(config.checkpoint_minutes, config.time_limit, signals)  # its clock starts now
     run_dir = Path(run_dir)
     state = distributed.setup(config.device)
     device = state.device
+    autocast(device, config.amp)  # an impossible --amp fails here, before any file is written
     _configure_cuda(device)
     if state.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(config).to(device)
+    model = family.build(config).to(device)
     optimizer, scheduler = make_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     start, saved_position = 0, None
@@ -284,17 +283,28 @@ def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, re
     data_position = getattr(batches, "position", None)
     from tqdm import tqdm
 
-    metrics_file, writer = open_metrics(run_dir, start, METRIC_COLUMNS) if state.is_main else (None, None)
+    names = ("loss", *family.terms)
+    metrics_file, writer = open_metrics(run_dir, start, family.columns) if state.is_main else (None, None)
     board = _TensorBoard(run_dir, start) if state.is_main else None
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, unit="it",
                disable=not (progress and state.is_main), smoothing=0.05)
-    losses: list[float] = []
-    pending: list[torch.Tensor] = []  # losses still on the device: read back at log time, not every step
+    history: dict[str, list[float]] = {name: [] for name in names}
+    pending: list[torch.Tensor] = []  # terms still on the device: read back at log time, not every step
     began = time.perf_counter()
     waited = 0.0
     images_seen = window_images = 0
     window_start, window_wait = began, 0.0
+    views = 0
     done = start  # iterations completed
+
+    def read_back() -> list[list[float]]:
+        window = torch.stack(pending).float().cpu().tolist()  # one device sync per log line
+        pending.clear()
+        for row in window:
+            for name, value in zip(names, row):
+                history[name].append(value)
+        return window
+
     with stopper:  # from here on the stop signals only set a flag: the loop stops between two iterations
         try:
             model.train()
@@ -304,11 +314,9 @@ def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, re
                 window_wait += stopper.fetch_seconds
                 if batch is None:
                     break
-                images = to_device(batch["images"], device)
-                voxels = to_device(batch["voxels"], device)
                 with autocast(device, config.amp):
-                    logits = forward(images)
-                loss = model.loss(logits, voxels, config.foreground_weight)  # float32 whatever the autocast
+                    terms = family.step(model, forward, batch, device, config)
+                loss = terms["loss"].float()
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -323,29 +331,27 @@ def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, re
                 else:
                     optimizer.step()
                 scheduler.step()
-                pending.append(loss.detach())
-                count = images.shape[0] * images.shape[1]
-                images_seen += count
-                window_images += count
+                pending.append(torch.stack([terms[name].detach().float() for name in names]))
+                objects, views = family.images(batch)
+                images_seen += objects * views
+                window_images += objects * views
                 done = iteration + 1
                 data_position = getattr(batches, "position", None)  # after this step's batch
                 if done % config.log_every == 0 or done == config.iterations:
-                    window = torch.stack(pending).float().cpu().tolist()  # one device sync per log line
-                    losses.extend(window)
-                    pending.clear()
+                    window = np.asarray(read_back())
                     now = time.perf_counter()
                     rate = window_images / max(now - window_start, 1e-9)
                     share = window_wait / max(now - window_start, 1e-9)
                     if state.is_main:
-                        mean_loss = float(np.mean(window))
+                        means = dict(zip(names, window.mean(axis=0).tolist()))
                         lr = scheduler.get_last_lr()[0]
-                        writer.writerow([done, round(mean_loss, 6), lr, images.shape[1], round(now - began, 2),
-                                         round(rate, 1), round(share, 4)])
+                        writer.writerow([done] + [round(means[name], 6) for name in names]
+                                        + [lr, views, round(now - began, 2), round(rate, 1), round(share, 4)])
                         metrics_file.flush()
-                        board.scalars(done, {"train/loss": mean_loss, "train/lr": lr, "perf/images_per_s": rate,
-                                             "perf/data_wait_share": share,
+                        board.scalars(done, {**{f"train/{name}": value for name, value in means.items()},
+                                             "train/lr": lr, "perf/images_per_s": rate, "perf/data_wait_share": share,
                                              "perf/iterations_per_s": len(window) / max(now - window_start, 1e-9)})
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}", wait=f"{share:.0%}")
+                        bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{rate:.0f}", wait=f"{share:.0%}")
                         if on_log is not None:
                             on_log(done, model)
                             model.train()
@@ -358,7 +364,7 @@ def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, re
             raise
         finally:
             if pending:
-                losses.extend(torch.stack(pending).float().cpu().tolist())
+                read_back()
             if state.is_main:
                 save_checkpoint(checkpoint_path, model, optimizer, scheduler, done, config, data_position)
                 metrics_file.close()
@@ -366,62 +372,44 @@ def _train(config: TrainConfig, batches: Iterable[dict], run_dir: str | Path, re
             bar.close()
     seconds = time.perf_counter() - began
     trained = done - start
-    return {"model": model, "losses": losses, "iteration": done, "seconds": seconds,
+    return {"model": model, "losses": history["loss"], "history": history, "iteration": done, "seconds": seconds,
             "iterations_per_second": trained / max(seconds, 1e-9), "images_per_second": images_seen / max(seconds, 1e-9),
             "data_wait_share": waited / max(seconds, 1e-9), "rank": state.rank, "world_size": state.world_size,
             "stopped": stopper.summary(done, config.iterations)}
 
 
-@torch.no_grad()
-def evaluate(model: R2N2, samples: Iterable[dict], views: Iterable[int] = (1, 2, 3, 4, 5), device: str = "cpu",
-             crop: int | None = None, old_background=None, gallery: int = 0) -> dict:
-    """IoU at thresholds 0.3/0.4/0.5, per category and per number of views (the first N views).
+def load_checkpoint(run_dir: str | Path, device: str = "cpu") -> dict:
+    """The raw ``checkpoint.pt`` of a run folder (model state, config, iteration, ...).
 
-    ``old_background``: the plain colour the stored views were rendered over; when given, views are
-    re-composited over 3D-R2N2's test colour (240) from their alpha, as its evaluation does. The first
-    ``gallery`` objects come back under ``"gallery"`` (views, prediction at 0.4, truth, caption).
+    Raises FileNotFoundError with a sentence a user can act on when there is none.
     """
-    from voxforge.loaders.torch import recomposite
-    from voxforge.models.report import synset_of
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a folder written by pipeline train?")
+    return torch.load(path, map_location=device, weights_only=False)
 
-    model.eval().to(device)
-    views = tuple(views)
-    per_category: dict[str, dict[str, list[float]]] = {}
-    per_views: dict[str, dict[str, list[float]]] = {}
-    overall: dict[str, list[float]] = {str(t): [] for t in THRESHOLDS}
-    synsets: dict[str, str | None] = {}
-    rows: list[dict] = []
-    for sample in samples:
-        images = sample["images"]
-        if old_background is not None and sample.get("alphas") is not None:
-            images = recomposite(images, sample["alphas"], old_background, TEST_BACKGROUND)
-        if crop is not None:
-            images = crop_views(images, crop, rng=None)  # centred
-        tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)[None]
-        truth = torch.from_numpy(np.asarray(sample["voxels"]))[None]
-        category = sample["category"]
-        synsets.setdefault(category, synset_of(category, sample.get("synset_id")))
-        for count in views:
-            probabilities = model.occupancy(model(tensor[:, :count].to(device))).float().cpu()
-            for threshold in THRESHOLDS:
-                value = float(voxel_iou(probabilities, truth, threshold)[0])
-                key = str(threshold)
-                per_views.setdefault(str(count), {}).setdefault(key, []).append(value)
-                if count == max(views):
-                    per_category.setdefault(category, {}).setdefault(key, []).append(value)
-                    overall[key].append(value)
-            if count == max(views) and len(rows) < gallery:
-                iou = overall["0.4"][-1]
-                rows.append({"views": np.clip(images[:count], 0, 255).astype(np.uint8),
-                             "predicted": (probabilities[0] > 0.4).numpy(), "truth": truth[0].numpy().astype(bool),
-                             "caption": f"{sample.get('id', '')} ({category}) {count} views, IoU@0.4 {iou:.3f}"})
 
-    def mean(groups):  # NaN for no objects (the caller says so), without numpy's empty-slice warning
-        return {k: float(np.mean(v)) if v else float("nan") for k, v in groups.items()}
+def config_from(cls, values: dict):
+    """A configuration dataclass from saved values (unknown keys dropped, lists back to tuples)."""
+    known = cls.__dataclass_fields__
+    kept = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in known}
+    return cls(**kept)
 
-    report = {"mean_iou": mean(overall), "per_category": {c: mean(g) for c, g in per_category.items()},
-              "per_views": {n: mean(g) for n, g in per_views.items()}, "objects": len(overall["0.4"]),
-              "synsets": synsets}
-    if gallery:
-        report["gallery"] = rows
-    return report
+
+def run_arch(run_dir: str | Path) -> str | None:
+    """The ``arch`` a run folder was trained with (from its config.json), or None."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text()).get("arch")
+    except (OSError, ValueError):
+        return None
+
+
+
+def config_from_args(cls, args, skip: tuple[str, ...] = ()):
+    """A family's configuration from ``pipeline train``'s parsed arguments: every field of ``cls`` the
+    command line gave (not None) is taken, the rest keep the family's defaults (each family has its own
+    batch size, schedule and image size); names in ``skip`` are left to the caller."""
+    given = {name: getattr(args, name) for name in cls.__dataclass_fields__
+             if name not in skip and getattr(args, name, None) is not None}
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()})

@@ -21,7 +21,7 @@ def load_view(path: str | Path, size: int = 127) -> np.ndarray:
     centre-cropped as in evaluation, anything else padded to a square with that colour and resized."""
     from PIL import Image
 
-    from voxforge.models.train import TEST_BACKGROUND
+    from voxforge.models.r2n2.train import TEST_BACKGROUND
 
     with Image.open(path) as opened:
         image = opened.convert("RGBA")
@@ -89,7 +89,7 @@ def predict(run_dir: str | Path, images: list[str | Path], out: str | Path, thre
     """Views -> ``out/prediction.binvox``, ``out/prediction.obj`` and ``out/probabilities.npy``."""
     import torch
 
-    from voxforge.models.train import load_run
+    from voxforge.models.r2n2.train import load_run
     from voxforge.voxelize.binvox import encode_binvox
     from voxforge.voxelize.grid import VoxelGrid
 

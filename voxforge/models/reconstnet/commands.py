@@ -1,0 +1,59 @@
+"""``pipeline train --arch reconstnet`` and ``pipeline eval`` of its runs (the CLI parses, this runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from voxforge.models.reconstnet.train import (
+    dataset_fps_prefix, evaluate_reconstnet, load_run,
+)
+
+
+def train_command(args) -> int:
+    """``pipeline train --arch reconstnet``."""
+    from voxforge.models.commands import run_training
+
+    result = run_training(args, "reconstnet")
+    if isinstance(result, int):
+        return result
+    history = result["history"]
+    print(f"trained {result['iteration']} iterations; Chamfer {history['chamfer'][0]:.5f} -> {history['chamfer'][-1]:.5f} "
+          f"(squared, means summed); run: {args.out}")
+    return 0
+
+
+def eval_command(args) -> int:
+    """``pipeline eval RUN`` for a reconstnet run: Chamfer and F-scores per category and convention."""
+    import sys
+
+    from voxforge.loaders import open_dataset
+    from voxforge.models.commands import write_report
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, config, iteration = load_run(args.run, device)
+    conventions = [c for c in args.convention.split(",") if c]
+    split = None if args.split == "all" else args.split
+    try:
+        prefix = dataset_fps_prefix(args.data) if (Path(args.data) / "dataset.json").is_file() else 0
+        report = evaluate_reconstnet(model, open_dataset(args.data, split), conventions, args.views, device,
+                                     config.image_size, config.frame, prefix, emd=args.emd)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not report["objects"]:
+        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
+        return 2
+    report.update(run=args.run, data=args.data, split=args.split, iteration=iteration)
+    print(f"{report['objects']} objects, {args.split} split, views: {report['views']}, target frame: {config.frame}")
+    for name, result in report["conventions"].items():
+        thresholds = list(result["mean"]["fscore"])
+        print(f"[{name}] {result['description']}")
+        header = "  " + f"{'category':<12} {'Chamfer':>9}" + "".join(f" {'F@' + t:>8}" for t in thresholds)
+        print(header + (f" {'EMD':>8}" if "emd" in result["mean"] else ""))
+        for category, values in [("mean", result["mean"])] + sorted(result["per_category"].items()):
+            line = f"  {category:<12} {values['chamfer']:>9.5f}" + "".join(f" {values['fscore'][t]:>8.3f}" for t in thresholds)
+            print(line + (f" {values['emd']:>8.5f}" if "emd" in values else ""))
+    write_report(args.run, report, [])
+    return 0
