@@ -19,8 +19,16 @@ def _csv(kind):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a two-line answer to a mistyped command line: the error and where the options are
+    listed (argparse's default prints the whole usage, 30+ lines for ``run``, above the one line that matters)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description="Build multi-view 3D datasets from mesh collections.")
+    parser = _Parser(prog="pipeline", description="Build multi-view 3D datasets from mesh collections.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="fetch, render, voxelize and write a dataset (resumes when re-run)")
@@ -375,7 +383,8 @@ def _download_options(args) -> dict:
     for item in args.mirror:
         prefix, sep, url = item.partition("=")
         if not sep or not prefix or not url:
-            raise SystemExit(f"error: --mirror expects PREFIX=URL, got {item!r}")
+            print(f"error: --mirror expects PREFIX=URL, got {item!r}", file=sys.stderr)
+            raise SystemExit(2)
         mirrors[prefix] = url
     return dict(cache=args.cache, keep_meshes=args.keep_meshes, licenses=args.licenses, split_mode=args.split,
                 split_file=args.split_file, xl_sources=args.objaverse_xl_sources, file_types=args.file_types,
