@@ -48,6 +48,15 @@ def test_samples_follow_the_documented_contract(procedural_dataset):
         # the object frame: centred, unit diagonal
         assert np.linalg.norm(s["points"].max(0) - s["points"].min(0)) <= 1.0 + 1e-5
         assert np.abs((s["points"].max(0) + s["points"].min(0)) / 2).max() < 0.05
+        # each view's mean object luma, from the renderer's own pixels: what pipeline inspect checks
+        from voxforge.renderers.agreement import luma
+
+        assert len(s["meta"]["object_luma"]) == 6
+        for view, value in enumerate(s["meta"]["object_luma"]):
+            straight = luma(s["images"][view][s["masks"][view]]).mean()  # white background: inner pixels match
+            assert 30 < value < 255 and abs(value - straight) < 12, (s["id"], view, value, straight)
+    rows = [json.loads(line) for line in (procedural_dataset / "manifest.jsonl").read_text().splitlines()]
+    assert all(len(row["object_luma"]) == 6 for row in rows)
     info = json.loads((procedural_dataset / "dataset.json").read_text())
     assert info["format_version"] and info["counts"]["objects"] == 6 and info["config"]["views"] == 6
     assert "ray" in info["software"]

@@ -33,6 +33,7 @@ def summarize(path: str | Path) -> str:
     for row in failed:
         lines.append(f"  {row['id']} ({row['category']}): {row['error']}")
     lines += warning_lines(ok)
+    lines += render_lines(ok)
     return "\n".join(lines)
 
 
@@ -57,6 +58,36 @@ def warning_lines(rows: list[dict], examples: int = 3) -> list[str]:
     for kind, found in sorted(kinds.items(), key=lambda item: -len(item[1])):
         lines.append(f"  {len(found)} x {kind}")
         lines += [f"    {object_id}: {warning}" for object_id, warning in found[:examples]]
+    return lines
+
+
+DARK_LUMA = 30.0  # mean object luma (0..255) below which a view counts as nearly black
+
+
+def render_lines(rows: list[dict], floor: float = DARK_LUMA, examples: int = 3) -> list[str]:
+    """Samples with a view whose object came out nearly black (mean luma below ``floor`` under the light rig
+    it was rendered with) or with nothing rendered, from the manifest's ``object_luma``: a renderer's
+    artefact (a mesh it shades wrongly) rather than the object's look, worth a glance before training."""
+    flagged = []
+    for row in rows:
+        values = row.get("object_luma")
+        if not values:
+            continue
+        empty = [view for view, value in enumerate(values) if value is None]
+        dark = [view for view, value in enumerate(values) if value is not None and value < floor]
+        if empty or dark:
+            flagged.append((row["id"], empty, dark, values))
+    if not flagged:
+        return []
+    lines = [f"dark or empty renders: {len(flagged)} (a view with nothing rendered, or an object whose mean luma "
+             f"is below {floor:g} of 255)"]
+    for object_id, empty, dark, values in flagged[:examples]:
+        parts = ([f"empty view{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))}"] if empty else []) + \
+            ([f"dark view{'s' if len(dark) > 1 else ''} {', '.join(f'{v} ({values[v]:.0f})' for v in dark)}"]
+             if dark else [])
+        lines.append(f"  {object_id}: {'; '.join(parts)}")
+    if len(flagged) > examples:
+        lines.append(f"  ... and {len(flagged) - examples} more (manifest.jsonl: object_luma)")
     return lines
 
 

@@ -33,12 +33,14 @@ READ_BATCH = 256  # shard manifests fetched at once (object stores fetch a batch
 
 
 def manifest_row(meta: dict, status: str, error: str = "", shard: str = "", key: str = "",
-                 warnings: list[str] | None = None) -> dict:
+                 warnings: list[str] | None = None, object_luma: list | None = None) -> dict:
     row = {
         "id": meta["id"], "category": meta.get("category", ""), "source": meta.get("source", ""),
         "split": meta.get("split", ""), "license": meta.get("license", ""), "status": status,
         "error": error, "shard": shard, "key": key, "warnings": list(warnings or []),
     }
+    if object_luma is not None:  # ok samples: what pipeline inspect checks for dark or empty renders
+        row["object_luma"] = list(object_luma)
     extra = meta.get("extra") or {}
     if extra.get("source_url"):  # attribution of downloaded objects (CC-BY asks for author and source)
         row.update(author=extra.get("author", ""), source_url=extra["source_url"])
@@ -132,7 +134,8 @@ def recover_shard_manifest(where: Location, split: str, index: int) -> ShardMani
                              run="recovered")
     for key, members in group_samples(iter_tar_members(io.BytesIO(data), where.url_of(name))):
         meta = json.loads(members[fmt.META])
-        manifest.rows.append(manifest_row(meta, "ok", shard=name, key=key, warnings=meta.get("warnings")))
+        manifest.rows.append(manifest_row(meta, "ok", shard=name, key=key, warnings=meta.get("warnings"),
+                                          object_luma=meta.get("object_luma")))
     where.write_bytes(shard_manifest_path(split, index), manifest.to_json())
     return manifest
 

@@ -31,6 +31,7 @@ from voxforge.pipeline.meshes import flatten, validate_and_normalize
 from voxforge.pipeline.sources import ObjectRecord, load_record, local_mesh_file
 from voxforge.pipeline.splits import object_seed
 from voxforge.renderers import sample_lighting
+from voxforge.renderers.agreement import object_luma
 from voxforge.renderers.base import attach_source_file
 from voxforge.renderers.backgrounds import BackgroundPool, composite
 from voxforge.renderers.cameras import CameraRanges, sample_cameras
@@ -149,6 +150,9 @@ def encode_stage(record: ObjectRecord, split: str, loaded: dict, rendered: dict,
                    "occupied": int(grid.occupancy.sum())},
         "points": {"count": int(len(geometry["points"])), "evenly_spaced": config.even_points,
                    "fps_prefix": config.fps_prefix},
+        # the renderer's own object pixels, before backgrounds: pipeline inspect flags dark or empty views
+        "object_luma": [None if np.isnan(value) else round(float(value), 1)
+                        for value in object_luma(rendered["render"].color, rendered["render"].alpha)],
     }
     members = {fmt.META: json.dumps(meta, sort_keys=True).encode()}
     alpha = rendered["render"].alpha

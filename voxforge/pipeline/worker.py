@@ -204,8 +204,9 @@ class ShardWorker:
                                       on_stage=self.guard.stage)
                 key = fmt.sample_key(record.object_id)
                 builder.add(key, members)
-                warnings = json.loads(members[fmt.META]).get("warnings", [])
-                manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key, warnings=warnings))
+                meta = json.loads(members[fmt.META])
+                manifest.rows.append(manifest_row(row, "ok", shard=tar_name, key=key, warnings=meta.get("warnings", []),
+                                                  object_luma=meta.get("object_luma")))
             except SampleError as error:
                 reason = str(error)
                 if isinstance(error.__cause__, MemoryError):

@@ -10,6 +10,7 @@ import trimesh
 from voxforge.renderers.base import LightRig, RenderResult, Renderer, downsample, unpremultiply
 from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl, finer_grid_intrinsics, rotation_with_z
 from voxforge.renderers.gl import choose_platform
+from voxforge.renderers.shading import prepare_for_shading, two_sided_fragment_shader
 
 if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it np.infty, removed in numpy 2
     np.infty = np.inf
@@ -56,22 +57,27 @@ class PyrenderRenderer(Renderer):
         self._pyrender = pyrender
         render_size = self.size * self.supersample
         self._offscreen = pyrender.OffscreenRenderer(render_size, render_size)
+        self._offscreen._renderer._program_cache = _two_sided_program_cache(pyrender)
         self._flags = pyrender.RenderFlags.RGBA | pyrender.RenderFlags.SKIP_CULL_FACES
 
     def _build_scene(self, scene: trimesh.Scene):
+        """One pyrender mesh holding every part as a primitive, in the scene graph's order: pyrender draws
+        separate meshes in a set's order, which changed the image from run to run where parts overlap."""
         pyrender = self._pyrender
+        scene, _ = prepare_for_shading(scene)  # object frame, no coincident faces (voxforge.renderers.shading)
         render_scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0])
+        primitives = []
         for node_name in scene.graph.nodes_geometry:
-            transform, geometry_name = scene.graph[node_name]
+            _, geometry_name = scene.graph[node_name]  # the transform is the identity after preparation
             geometry = scene.geometry[geometry_name]
-            if not isinstance(geometry, trimesh.Trimesh) or len(geometry.faces) == 0:
-                continue
             try:
                 mesh = pyrender.Mesh.from_trimesh(geometry, smooth=False)
             except Exception:  # exotic visuals (broken texture, odd UVs): keep the geometry, drop the look
                 plain = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
                 mesh = pyrender.Mesh.from_trimesh(plain, smooth=False)
-            render_scene.add(mesh, pose=transform)
+            primitives.extend(mesh.primitives)
+        if primitives:
+            render_scene.add(pyrender.Mesh(primitives=primitives))
         return render_scene
 
     def render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
@@ -120,6 +126,39 @@ class PyrenderRenderer(Renderer):
             self._gl_thread.submit(self._offscreen.delete).result()
             self._offscreen = None
         self._gl_thread.shutdown()
+
+
+_SHADER_DIR: str | None = None
+
+
+def _two_sided_program_cache(pyrender):
+    """pyrender's shader cache reading its own shaders, except ``mesh.frag`` made two-sided.
+
+    The shaders are copied at run time from the installed pyrender into a folder of this process and the
+    one normal line of ``mesh.frag`` is patched (:func:`voxforge.renderers.shading.two_sided_fragment_shader`):
+    pyrender has no setting for it (``doubleSided`` only turns culling off, which the renderer does anyway).
+    """
+    global _SHADER_DIR
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    from pyrender.shader_program import ShaderProgramCache
+
+    if _SHADER_DIR is None:
+        original = os.path.join(os.path.dirname(pyrender.__file__), "shaders")
+        folder = tempfile.mkdtemp(prefix="voxforge-shaders-")
+        atexit.register(shutil.rmtree, folder, True)
+        for name in os.listdir(original):
+            shutil.copy(os.path.join(original, name), folder)
+        path = os.path.join(folder, "mesh.frag")
+        with open(path) as handle:
+            patched = two_sided_fragment_shader(handle.read())
+        with open(path, "w") as handle:
+            handle.write(patched)
+        _SHADER_DIR = folder
+    return ShaderProgramCache(shader_dir=_SHADER_DIR)
 
 
 def _pose(rotation: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
+PLAIN_COLOR = (180, 180, 180, 255)  # sRGB of a mesh with no colour, material or texture (what pyrender shows)
 MAX_COLOR_MATERIALS = 32  # beyond this many distinct face colours, one colour attribute is used instead
 GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META", "CURVES", "POINTCLOUD", "VOLUME"}
 
@@ -105,7 +106,7 @@ def _dress(bpy, mesh, geometry: trimesh.Trimesh, name: str) -> None:
         mesh.materials.append(_attribute_material(bpy, name, "Color"))
         return
     material = getattr(visual, "material", None)  # a texture without UVs (COLLADA, say): its main colour
-    color = np.asarray(material.main_color) if material is not None else np.array([180, 180, 180, 255])
+    color = np.asarray(material.main_color) if material is not None else np.array(PLAIN_COLOR)
     mesh.materials.append(_color_material(bpy, name, color))
 
 
@@ -191,3 +192,81 @@ def linear_to_srgb(values: np.ndarray) -> np.ndarray:
     """Blender's ``Standard`` view transform for an sRGB display: clip, then the sRGB curve."""
     values = np.clip(values, 0.0, 1.0)
     return np.where(values <= 0.0031308, values * 12.92, 1.055 * np.power(values, 1 / 2.4) - 0.055)
+
+
+def clean_for_shading(bpy) -> int:
+    """Prepare every mesh Blender holds for shading (:mod:`voxforge.renderers.shading`): a face that repeats
+    the world-space corner positions of an earlier face (in the same object or one earlier by name) is
+    deleted, and face normals are recalculated so that each connected region winds consistently and faces
+    outward (Blender's "Recalculate Outside"). A mesh shared by several objects (instances) loses no face,
+    since a face cannot be deleted from one instance alone. Returns the faces deleted.
+
+    Only what is rendered changes; voxels and points come from the pipeline's own triangles."""
+    import bmesh
+
+    from voxforge.renderers.shading import coincident_polygon_mask
+
+    bpy.context.view_layer.update()  # world matrices of objects just parented under the frame's empty
+    objects = sorted((obj for obj in bpy.data.objects
+                      if obj.type == "MESH" and obj.data is not None and len(obj.data.polygons)), key=lambda o: o.name)
+    parts, vertex_offset, loop_offset = [], 0, 0
+    for obj in objects:
+        mesh = obj.data
+        coordinates = np.empty(3 * len(mesh.vertices), np.float64)
+        mesh.vertices.foreach_get("co", coordinates)
+        matrix = np.array(obj.matrix_world)
+        world = coordinates.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+        starts, totals = np.empty(len(mesh.polygons), np.int64), np.empty(len(mesh.polygons), np.int64)
+        mesh.polygons.foreach_get("loop_start", starts)
+        mesh.polygons.foreach_get("loop_total", totals)
+        loops = np.empty(len(mesh.loops), np.int64)
+        mesh.loops.foreach_get("vertex_index", loops)
+        parts.append((world, loops + vertex_offset, starts + loop_offset, totals))
+        vertex_offset += len(world)
+        loop_offset += len(loops)
+    if not parts:
+        return 0
+    duplicate = coincident_polygon_mask(*(np.concatenate(column) for column in zip(*parts)))
+    flagged: dict = {}
+    start = 0
+    for obj, (_, _, starts, _) in zip(objects, parts):
+        mine = duplicate[start:start + len(starts)]
+        start += len(starts)
+        if obj.data.users == 1:
+            flagged[obj.data] = np.flatnonzero(mine)
+        else:
+            flagged.setdefault(obj.data, np.zeros(0, np.int64))
+    deleted = 0
+    for mesh, faces in flagged.items():
+        editable = bmesh.new()
+        try:
+            editable.from_mesh(mesh)
+            if len(faces):
+                editable.faces.ensure_lookup_table()
+                bmesh.ops.delete(editable, geom=[editable.faces[int(i)] for i in faces], context="FACES_ONLY")
+            bmesh.ops.recalc_face_normals(editable, faces=editable.faces[:])
+            editable.to_mesh(mesh)
+        finally:
+            editable.free()
+        mesh.update()
+        deleted += len(faces)
+    return deleted
+
+
+def give_plain_materials(bpy) -> int:
+    """Every imported mesh without a material gets one: its colour attribute when it has one (a PLY's vertex
+    colours), else the plain grey :data:`PLAIN_COLOR` that meshes built from trimesh get, so that a file
+    without materials looks the same whichever renderer or reader handles it (Blender's own default
+    surface is a lighter grey). Returns the meshes changed."""
+    changed = 0
+    for mesh in {obj.data for obj in bpy.data.objects if obj.type == "MESH" and obj.data is not None}:
+        if any(material is not None for material in mesh.materials):
+            continue
+        mesh.materials.clear()
+        active = mesh.color_attributes.active_color
+        if active is not None:
+            mesh.materials.append(_attribute_material(bpy, f"{mesh.name}.colors", active.name))
+        else:
+            mesh.materials.append(_color_material(bpy, f"{mesh.name}.plain", np.array(PLAIN_COLOR)))
+        changed += 1
+    return changed

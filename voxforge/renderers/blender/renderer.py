@@ -35,7 +35,8 @@ from voxforge.renderers.blender import runtime
 from voxforge.renderers.blender.camera import blender_camera
 from voxforge.renderers.blender.exr import read_exr
 from voxforge.renderers.blender.geometry import (
-    blender_matrix, build_from_trimesh, linear_to_srgb, srgb_to_linear, trimesh_triangles,
+    blender_matrix, build_from_trimesh, clean_for_shading, give_plain_materials, linear_to_srgb, srgb_to_linear,
+    trimesh_triangles,
 )
 from voxforge.renderers.blender.importers import (
     BlenderImportError, drop_missing_images, frame_mismatch, import_file, importer_for, place_in_object_frame,
@@ -43,6 +44,7 @@ from voxforge.renderers.blender.importers import (
 )
 from voxforge.renderers.blender.lighting import LightingRig, MaterialJitter, blender_lights
 from voxforge.renderers.cameras import CameraSet, finer_grid_intrinsics
+from voxforge.renderers.shading import prepare_for_shading
 
 BLENDER_ONLY_SUFFIXES = (".fbx", ".blend")  # files only Blender reads: their textures are only checked here
 
@@ -77,10 +79,11 @@ class BlenderRenderer(Renderer):
     memory_limit_bytes = 4 * 2**30  # a worker holds about 0.8 GiB (bench/bench_blender_soak.py)
 
     def __init__(self, size: int, supersample: int = 2, *, threads: int = 1, device: str | None = None,
-                 material_jitter: bool = False) -> None:
+                 material_jitter: bool = False, samples: int = 4, denoise: bool = False) -> None:
         super().__init__(size, supersample)
         self.bpy = runtime.load_bpy()
         self.threads = threads
+        self.samples, self.denoise = int(samples), bool(denoise)  # Cycles: per rendered pixel; OpenImageDenoise
         self.material_jitter = material_jitter
         self.scratch = _scratch_dir()
         runtime.call(self._set_up, device)
@@ -128,9 +131,11 @@ class BlenderRenderer(Renderer):
     def _configure_engine(self, scene) -> None:
         samples = 4 * self.supersample**2
         cycles = scene.cycles
-        cycles.samples = 4  # per rendered pixel, so 4 * supersample**2 per output pixel
+        cycles.samples = self.samples  # per rendered pixel, so samples * supersample**2 per output pixel
         cycles.use_adaptive_sampling = False
-        cycles.use_denoising = False  # OIDN costs several times the render at this size
+        cycles.use_denoising = self.denoise
+        if self.denoise:
+            cycles.denoiser = "OPENIMAGEDENOISE"
         # every sample through the (sub)pixel centre, where pyrender's samples are (Cycles' box filter
         # ignores its width, a Gaussian of the smallest width does not)
         cycles.pixel_filter_type = "GAUSSIAN"
@@ -237,6 +242,9 @@ class BlenderRenderer(Renderer):
                 warnings += unsafe + [f"texture image '{name}' could not be loaded: rendered with the material's "
                                       "base colour" for name in missing]
             if mismatch is None:
+                with runtime.blender_output():
+                    clean_for_shading(bpy)
+                    give_plain_materials(bpy)
                 return warnings
             log.warning("Blender read %s differently from the pipeline (%s); rendering the pipeline's "
                         "triangles instead", Path(source.path).name, mismatch)
@@ -245,7 +253,7 @@ class BlenderRenderer(Renderer):
             with runtime.blender_output():
                 runtime.clear_object_data()
         with runtime.blender_output():
-            objects = build_from_trimesh(bpy, scene, bpy.context.scene.collection)
+            objects = build_from_trimesh(bpy, prepare_for_shading(scene)[0], bpy.context.scene.collection)
         if not objects:
             raise BlenderImportError("the scene has no triangle meshes to render")
         return warnings
