@@ -10,7 +10,9 @@ import trimesh
 from voxforge.renderers.base import LightRig, RenderResult, Renderer, downsample, unpremultiply
 from voxforge.renderers.cameras import CameraSet, camera_to_world_opengl, finer_grid_intrinsics, rotation_with_z
 from voxforge.renderers.gl import choose_platform
-from voxforge.renderers.shading import prepare_for_shading, two_sided_fragment_shader
+from voxforge.renderers.shading import (
+    PLAIN_COLOR, linear_vertex_colors, prepare_for_shading, srgb_to_linear, two_sided_fragment_shader,
+)
 
 if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it np.infty, removed in numpy 2
     np.infty = np.inf
@@ -75,6 +77,15 @@ class PyrenderRenderer(Renderer):
             except Exception:  # exotic visuals (broken texture, odd UVs): keep the geometry, drop the look
                 plain = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
                 mesh = pyrender.Mesh.from_trimesh(plain, smooth=False)
+            plain = isinstance(geometry.visual, trimesh.visual.ColorVisuals)  # no material from the file
+            for primitive in mesh.primitives:
+                if primitive.color_0 is not None:  # face and vertex colours are sRGB: pyrender wants linear
+                    primitive.color_0 = linear_vertex_colors(primitive.color_0)
+                if plain:  # pyrender's own defaults (metallic 0.2, grey 0.3) as Blender's plain material
+                    primitive.material.metallicFactor = 0.0
+                    primitive.material.roughnessFactor = 0.5
+                    if primitive.color_0 is None:
+                        primitive.material.baseColorFactor = np.append(srgb_to_linear(np.array(PLAIN_COLOR[:3]) / 255), 1.0)
             primitives.extend(mesh.primitives)
         if primitives:
             render_scene.add(pyrender.Mesh(primitives=primitives))

@@ -20,7 +20,10 @@ triangles: they do not depend on winding or duplicates):
   two-sided, so their winding does not change the image, and trimesh's winding repair (a walk over the
   face graph in Python: 0.9 s for the 16k-face bunny here) is not spent on them;
 - two-sided shading: a face seen from behind is lit as if its normal faced the camera (Cycles and
-  Workbench do this themselves; pyrender gets it from :func:`two_sided_fragment_shader`).
+  Workbench do this themselves; pyrender gets it from :func:`two_sided_fragment_shader`);
+- the same colours: face and vertex colours are sRGB values, converted to linear light for every
+  renderer (:func:`linear_vertex_colors` for pyrender, which used them as linear), and a mesh with no
+  colour or material is :data:`PLAIN_COLOR`, not metallic, everywhere.
 
 """
 
@@ -40,6 +43,25 @@ COINCIDENCE_RELATIVE = 1e-6
 # for back faces (gl_FrontFacing is false when the face's winding runs clockwise on screen).
 PYRENDER_NORMAL_LINE = "vec3 n = normalize(get_normal());"
 TWO_SIDED_NORMAL = PYRENDER_NORMAL_LINE + "\n    if (!gl_FrontFacing) { n = -n; }  // voxforge: two-sided shading"
+
+
+# sRGB of a mesh with no colour, material or texture, in every renderer
+PLAIN_COLOR = (180, 180, 180, 255)
+
+
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] to linear light (IEC 61966-2-1), float64."""
+    values = np.asarray(values, np.float64)
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def linear_vertex_colors(color_0: np.ndarray) -> np.ndarray:
+    """pyrender's per-vertex RGBA (float in [0, 1], sRGB-encoded as files and trimesh store them) with the
+    RGB in linear light, which is what pyrender's shader multiplies its linear lighting by before it
+    gamma-encodes the result (its textures it decodes itself; these it does not, so without this a face
+    colour of 200 rendered brighter than 200 under white light, where Blender converts it)."""
+    color_0 = np.asarray(color_0, np.float64)
+    return np.concatenate([srgb_to_linear(color_0[:, :3]), color_0[:, 3:]], axis=1)
 
 
 def coincident_polygon_mask(vertices: np.ndarray, loop_vertices: np.ndarray, loop_start: np.ndarray,

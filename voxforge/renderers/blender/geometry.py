@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-PLAIN_COLOR = (180, 180, 180, 255)  # sRGB of a mesh with no colour, material or texture (what pyrender shows)
+from voxforge.renderers.shading import PLAIN_COLOR, srgb_to_linear  # noqa: F401 - srgb_to_linear: the renderer's too
+
 MAX_COLOR_MATERIALS = 32  # beyond this many distinct face colours, one colour attribute is used instead
 GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META", "CURVES", "POINTCLOUD", "VOLUME"}
 
@@ -181,11 +182,6 @@ def blender_matrix(array: np.ndarray):
     import mathutils
 
     return mathutils.Matrix([[float(value) for value in row] for row in np.asarray(array, float)])
-
-
-def srgb_to_linear(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, np.float64)
-    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
 
 
 def linear_to_srgb(values: np.ndarray) -> np.ndarray:
