@@ -82,6 +82,21 @@ def run_training(args, arch: str, config=None):
     return result
 
 
+def run_evaluation(args, evaluate):
+    """``evaluate()`` (which returns a family's evaluation report) as ``pipeline eval`` runs it for every
+    family: the report, or exit status 2 after one line on stderr for a missing or unreadable input or a
+    split without objects."""
+    try:
+        report = evaluate()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not report["objects"]:
+        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
+        return 2
+    return report
+
+
 def write_report(run: str | Path, report: dict, rows: list[dict], **gallery_options) -> None:
     """``RUN/eval.json`` (replaced atomically) and, when there are gallery rows, ``RUN/gallery.png``."""
     from voxforge.models.gallery import gallery

@@ -32,7 +32,7 @@ def eval_command(args) -> int:
 
     from voxforge.loaders import open_dataset
     from voxforge.loaders.dataset import plain_background_of
-    from voxforge.models.commands import write_report
+    from voxforge.models.commands import run_evaluation, write_report
     from voxforge.models.r2n2.report import attach_baselines, format_table, load_baselines
     from voxforge.models.r2n2.train import load_run, evaluate
 
@@ -48,11 +48,10 @@ def eval_command(args) -> int:
     # the 3D-R2N2 reader gives its RGBA renders over white; voxforge datasets record their plain colour
     old_background = (255, 255, 255) if is_r2n2_layout(args.data) else plain_background_of(args.data)
     counts = range(1, (getattr(args, "views", None) or 5) + 1)  # --views N: 1..N views (default 5)
-    report = evaluate(model, open_dataset(args.data, split), views=counts, device=device, crop=127,
-                      old_background=old_background, gallery=args.gallery)
-    if not report["objects"]:
-        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
-        return 2
+    report = run_evaluation(args, lambda: evaluate(model, open_dataset(args.data, split), views=counts, device=device,
+                                                   crop=127, old_background=old_background, gallery=args.gallery))
+    if isinstance(report, int):
+        return report
     baselines_path = args.baselines or (os.path.join(args.data, "ShapeNet.json")
                                         if os.path.isfile(os.path.join(args.data, "ShapeNet.json")) else None)
     if baselines_path:

@@ -26,25 +26,23 @@ def train_command(args) -> int:
 
 def eval_command(args) -> int:
     """``pipeline eval RUN`` for a reconstnet run: Chamfer and F-scores per category and convention."""
-    import sys
 
     from voxforge.loaders import open_dataset
-    from voxforge.models.commands import write_report
+    from voxforge.models.commands import run_evaluation, write_report
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config, iteration = load_run(args.run, device)
     conventions = [c for c in args.convention.split(",") if c]
     split = None if args.split == "all" else args.split
-    try:
+
+    def evaluate():
         prefix = dataset_fps_prefix(args.data) if (Path(args.data) / "dataset.json").is_file() else 0
-        report = evaluate_reconstnet(model, open_dataset(args.data, split), conventions, args.views, device,
-                                     config.image_size, config.frame, prefix, emd=args.emd)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not report["objects"]:
-        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
-        return 2
+        return evaluate_reconstnet(model, open_dataset(args.data, split), conventions, args.views, device,
+                                   config.image_size, config.frame, prefix, emd=args.emd)
+
+    report = run_evaluation(args, evaluate)
+    if isinstance(report, int):
+        return report
     report.update(run=args.run, data=args.data, split=args.split, iteration=iteration)
     print(f"{report['objects']} objects, {args.split} split, views: {report['views']}, target frame: {config.frame}")
     for name, result in report["conventions"].items():

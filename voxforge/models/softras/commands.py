@@ -28,22 +28,17 @@ def eval_command(args) -> int:
 
     from voxforge.loaders import open_dataset
     from voxforge.loaders.dataset import plain_background_of, read_dataset_info
-    from voxforge.models.commands import write_report
+    from voxforge.models.commands import run_evaluation, write_report
     from voxforge.models.softras.train import evaluate_softras, load_run
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        read_dataset_info(args.data)
-        model, config, iteration = load_run(args.run, device)
-        report = evaluate_softras(model, open_dataset(args.data, None if args.split == "all" else args.split),
-                                  views=args.views, device=device, old_background=plain_background_of(args.data),
-                                  gallery=args.gallery)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not report["objects"]:
-        print(f"error: no objects in split {args.split!r} of {args.data}", file=sys.stderr)
-        return 2
+    read_dataset_info(args.data)  # a missing dataset or run: one line from the CLI (FileNotFoundError)
+    model, _, iteration = load_run(args.run, device)
+    report = run_evaluation(args, lambda: evaluate_softras(
+        model, open_dataset(args.data, None if args.split == "all" else args.split), views=args.views, device=device,
+        old_background=plain_background_of(args.data), gallery=args.gallery))
+    if isinstance(report, int):
+        return report
     rows = report.pop("gallery", [])
     report.update(run=str(args.run), data=str(args.data), split=args.split, iteration=iteration)
     print(f"{report['objects']} objects, {args.split} split, views: {report['views']} "
