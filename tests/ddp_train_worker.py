@@ -3,8 +3,9 @@
 Each rank writes ``OUT/rank<R>.json`` with the object ids it read and a checksum of its final weights,
 so the test can check that ranks read disjoint shards and ended with the same (synchronized) model.
 With ``stop``, rank 1 alone sends itself SIGUSR1 while reading its second batch: both ranks must stop
-after iteration 2.
-Usage: python -m torch.distributed.run --nproc-per-node 2 tests/ddp_train_worker.py DATA OUT [stop]
+after iteration 2. With ``softras``, the mesh model trains instead of 3D-R2N2 (two views per object), on
+the same engine.
+Usage: python -m torch.distributed.run --nproc-per-node 2 tests/ddp_train_worker.py DATA OUT [stop] [softras]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from voxforge.models.data import shard_batches
 from voxforge.models.r2n2.train import TrainConfig, train
 
 
-def main(data: str, out: str, stop: bool = False) -> None:
+def main(data: str, out: str, stop: bool = False, softras: bool = False) -> None:
     state = distributed.setup("cpu")
     seen: list[str] = []
 
@@ -33,9 +34,18 @@ def main(data: str, out: str, stop: bool = False) -> None:
             seen.extend(batch["id"])
             yield batch
 
-    config = TrainConfig(arch="3d-gru-1", width=0.125, image_size=64, iterations=3, batch_size=1, views=(1, 2),
-                         lr=1e-3, device="cpu", log_every=1, checkpoint_every=10**6, batch_norm=True)
-    result = train(config, recording(shard_batches(data, 1, (1, 2), workers=0)), Path(out) / "run", progress=False)
+    if softras:
+        from voxforge.models.softras.train import SoftRasConfig, train_softras
+
+        config = SoftRasConfig(width=0.125, iterations=3, batch_size=1, lr=1e-3, device="cpu", log_every=1,
+                               checkpoint_every=10**6)
+        result = train_softras(config, recording(shard_batches(data, 1, (2, 2), workers=0)), Path(out) / "run",
+                               progress=False)
+    else:
+        config = TrainConfig(arch="3d-gru-1", width=0.125, image_size=64, iterations=3, batch_size=1, views=(1, 2),
+                             lr=1e-3, device="cpu", log_every=1, checkpoint_every=10**6, batch_norm=True)
+        result = train(config, recording(shard_batches(data, 1, (1, 2), workers=0)), Path(out) / "run",
+                       progress=False)
     weights = torch.cat([p.detach().flatten() for p in result["model"].parameters()])
     record = {"rank": state.rank, "world_size": state.world_size, "ids": seen, "iteration": result["iteration"],
               "stopped": result["stopped"],
@@ -45,4 +55,4 @@ def main(data: str, out: str, stop: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], stop=sys.argv[3:] == ["stop"])
+    main(sys.argv[1], sys.argv[2], stop="stop" in sys.argv[3:], softras="softras" in sys.argv[3:])

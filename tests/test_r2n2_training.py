@@ -259,6 +259,21 @@ def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_trains_the_mesh_model_on_the_same_engine(tmp_path):
+    """The SoftRas-style model under torchrun (gloo, 2 ranks): disjoint shards, identical weights after
+    training, one metrics file written by rank 0."""
+    out = tmp_path / "out"
+    finished = _torchrun_two_ranks(tmp_path, out, "softras")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["iteration"] for r in ranks] == [3, 3]
+    assert ranks[0]["ids"] and ranks[1]["ids"] and not set(ranks[0]["ids"]) & set(ranks[1]["ids"])
+    assert np.isclose(ranks[0]["weights_sum"], ranks[1]["weights_sum"], rtol=0, atol=1e-6)
+    rows = (out / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,loss,iou,laplacian,flatten") and len(rows) == 4
+
+
+@pytest.mark.slow
 def test_ddp_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
     """SIGUSR1 reaches rank 1 alone while it reads its 2nd batch: both ranks stop after iteration 2 (they
     agree through the per-iteration all_reduce), rank 0 writes the checkpoint, the weights stay in sync."""
