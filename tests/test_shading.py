@@ -98,6 +98,26 @@ def test_pyrender_draws_overlapping_parts_the_same_way_every_time(shared_data):
     assert prepare_for_shading(scene)[1] == 3448 + 1332  # within parts, and across them
 
 
+def test_a_part_whose_look_pyrender_cannot_use_is_drawn_plain_and_says_so():
+    """Broken UVs (fewer than the vertices): the box is still rendered, in the plain grey, with a warning
+    that the sample records, instead of silently losing its look."""
+    from PIL import Image
+
+    box = trimesh.creation.box(extents=(0.5, 0.5, 0.5))
+    box.visual = trimesh.visual.TextureVisuals(uv=np.zeros((3, 2)),
+                                               material=trimesh.visual.material.SimpleMaterial(image=Image.new("RGB", (4, 4))))
+    cameras = CameraSet(np.zeros(1), np.zeros(1), np.full(1, 1.5), np.full(1, 2.0), intrinsics(64, 2.0)[None],
+                        look_at(np.array([0.8, 0.8, 1.2]))[None])
+    renderer = get_renderer("pyrender")(64)
+    try:
+        result = renderer.render(trimesh.Scene(box), cameras, sample_lighting(1, np.random.default_rng(0)))
+    finally:
+        renderer.close()
+    assert (result.alpha[0] >= 128).sum() > 500 and object_luma(result.color, result.alpha)[0] > 60
+    assert len(result.warnings) == 1 and "rendered in plain grey" in result.warnings[0]
+    assert "IndexError" in result.warnings[0]
+
+
 def test_the_two_sided_patch_refuses_a_shader_it_does_not_know():
     with pytest.raises(RuntimeError, match="mesh.frag has changed"):
         two_sided_fragment_shader("void main() {}")

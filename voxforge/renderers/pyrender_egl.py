@@ -63,20 +63,23 @@ class PyrenderRenderer(Renderer):
         self._flags = pyrender.RenderFlags.RGBA | pyrender.RenderFlags.SKIP_CULL_FACES
 
     def _build_scene(self, scene: trimesh.Scene):
-        """One pyrender mesh holding every part as a primitive, in the scene graph's order: pyrender draws
-        separate meshes in a set's order, which changed the image from run to run where parts overlap."""
+        """One pyrender mesh holding every part as a primitive, in the scene graph's order (pyrender draws
+        separate meshes in a set's order, which changed the image from run to run where parts overlap), and
+        warnings for the sample: parts whose look pyrender could not use are drawn plain, and say so."""
         pyrender = self._pyrender
         scene, _ = prepare_for_shading(scene)  # object frame, no coincident faces (voxforge.renderers.shading)
         render_scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0])
-        primitives = []
+        primitives, warnings = [], []
         for node_name in scene.graph.nodes_geometry:
             _, geometry_name = scene.graph[node_name]  # the transform is the identity after preparation
             geometry = scene.geometry[geometry_name]
             try:
                 mesh = pyrender.Mesh.from_trimesh(geometry, smooth=False)
-            except Exception:  # exotic visuals (broken texture, odd UVs): keep the geometry, drop the look
-                plain = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
-                mesh = pyrender.Mesh.from_trimesh(plain, smooth=False)
+            except Exception as error:  # exotic visuals (broken texture, odd UVs): keep the geometry, drop the look
+                warnings.append(f"part '{node_name}' rendered in plain grey: pyrender could not use its colours or "
+                                f"texture ({type(error).__name__}: {error})")
+                geometry = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
+                mesh = pyrender.Mesh.from_trimesh(geometry, smooth=False)
             plain = isinstance(geometry.visual, trimesh.visual.ColorVisuals)  # no material from the file
             for primitive in mesh.primitives:
                 if primitive.color_0 is not None:  # face and vertex colours are sRGB: pyrender wants linear
@@ -89,14 +92,14 @@ class PyrenderRenderer(Renderer):
             primitives.extend(mesh.primitives)
         if primitives:
             render_scene.add(pyrender.Mesh(primitives=primitives))
-        return render_scene
+        return render_scene, warnings
 
     def render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
         return self._gl_thread.submit(self._render, scene, cameras, lights).result()
 
     def _render(self, scene: trimesh.Scene, cameras: CameraSet, lights: list[LightRig]) -> RenderResult:
         pyrender = self._pyrender
-        render_scene = self._build_scene(scene)
+        render_scene, warnings = self._build_scene(scene)
         views, size = len(cameras), self.size
         camera_node = render_scene.add(pyrender.IntrinsicsCamera(1.0, 1.0, 0.0, 0.0, znear=0.01, zfar=100.0))
         key_node = render_scene.add(pyrender.DirectionalLight())
@@ -130,7 +133,7 @@ class PyrenderRenderer(Renderer):
             color[view] = unpremultiply(np.rint(premultiplied).astype(np.uint8), alpha[view])
             depth[view] = np.where(hits > 0, downsample(view_depth, factor) / np.maximum(hits, 1e-6), 0.0)
         render_scene.clear()
-        return RenderResult(color=color, alpha=alpha, depth=depth)
+        return RenderResult(color=color, alpha=alpha, depth=depth, warnings=warnings)
 
     def close(self) -> None:
         if self._offscreen is not None:
