@@ -13,6 +13,9 @@ import torch
 from voxforge.loaders.r2n2 import is_r2n2_layout
 from voxforge.models.threads import worker_init
 
+# Evaluation and prediction composite views over this plain colour (3D-R2N2's test-time background)
+TEST_BACKGROUND = 240.0
+
 
 def crop_views(images: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
     """Random (training) or centred crop to ``size`` (3D-R2N2 renders are 137, the network takes 127)."""

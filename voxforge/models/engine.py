@@ -96,7 +96,7 @@ def make_optimizer(model: torch.nn.Module, config):
     optimizer = torch.optim.Adam(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
-    steps, warmup = sorted(config.lr_steps), getattr(config, "warmup", 0)
+    steps, warmup = sorted(config.lr_steps), config.warmup
 
     def factor(iteration: int) -> float:
         ramp = min(1.0, (iteration + 1) / warmup) if warmup else 1.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxforge.models.data import crop_views
+from voxforge.models.data import TEST_BACKGROUND, crop_views
 from voxforge.models.engine import EngineConfig, Family, config_from, fit, load_checkpoint, to_device
 from voxforge.models.r2n2.network import R2N2, voxel_iou
 from voxforge.models.stopping import STOP_SIGNALS
@@ -24,7 +24,6 @@ from voxforge.models.stopping import STOP_SIGNALS
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (0.3, 0.4, 0.5)
-TEST_BACKGROUND = 240.0  # 3D-R2N2 composites test views over this plain colour
 
 
 @dataclass

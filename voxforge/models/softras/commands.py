@@ -10,13 +10,14 @@ import numpy as np
 
 def train_command(args) -> int:
     from voxforge.models.commands import run_training
+    from voxforge.models.engine import EngineConfig
 
     result = run_training(args, "softras")
     if isinstance(result, int):
         return result
     history = result["history"]
     if result["rank"] == 0:
-        window = max(1, min(args.log_every or 50, len(history["iou"]) // 2))
+        window = max(1, min(args.log_every or EngineConfig.log_every, len(history["iou"]) // 2))
         first, last = (float(np.mean(part)) for part in (history["iou"][:window], history["iou"][-window:]))
         print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s); silhouette "
               f"loss 1 - soft IoU, mean of {window} iterations: {first:.4f} -> {last:.4f}; run: {args.out}")
@@ -61,7 +62,7 @@ def load_rgba(path: str | Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     Raises ValueError for an image without an alpha channel: the model reads the object's mask from it."""
     from PIL import Image
 
-    from voxforge.models.softras.train import TEST_BACKGROUND
+    from voxforge.models.data import TEST_BACKGROUND
 
     with Image.open(path) as opened:
         if "A" not in opened.getbands() and "transparency" not in opened.info:

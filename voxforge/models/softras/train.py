@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from voxforge.models.data import TEST_BACKGROUND
 from voxforge.models.engine import EngineConfig, Family, config_from, fit, load_checkpoint, to_device
 from voxforge.models.softras.silhouette import silhouette_iou
 from voxforge.models.softras.model import MeshReconstructor, flatten_loss, laplacian_loss
@@ -36,7 +37,6 @@ from voxforge.models.stopping import STOP_SIGNALS
 log = logging.getLogger(__name__)
 
 ARCH = "softras"
-TEST_BACKGROUND = 240.0  # plain colour evaluation and prediction composite inputs over (as 3D-R2N2's tests)
 # Mean voxel IoU over the 13 ShapeNet classes of the 3D-R2N2 split (Liu et al., ICCV 2019, Table 1).
 PUBLISHED_MEAN_IOU = {"NMR (Kato et al. 2018)": 0.602, "SoftRas (Liu et al. 2019)": 0.646}
 EVAL_SIGMA = 1e-9  # a nearly hard silhouette for the gallery (see the rasterizer's sharp limit)
