@@ -124,7 +124,9 @@ def test_an_output_that_refuses_writes_stops_the_run(tmp_path, ray_local):
 
 def test_an_output_removed_under_the_run_is_not_made_again(tmp_path, ray_local):
     out = tmp_path / "dataset"
-    message = stopped_with(out, lambda: shutil.rmtree(out))
+    # Renamed away first, then deleted: the folder vanishes at once, as a user's `rm -r` looks to the run
+    # once it has finished; a plain rmtree races the run's own writes ("Directory not empty").
+    message = stopped_with(out, lambda: shutil.rmtree(out.rename(tmp_path / "removed")))
     assert message.startswith(f"{out} was removed while the run was writing to it; stopped")
     time.sleep(1.0)  # any worker still finishing an object must not bring the folder back
     assert not out.exists()
