@@ -151,6 +151,31 @@ def test_texture_bombs_are_left_out_from_their_header(tmp_path):
                    for m in materials)
 
 
+@pytest.mark.parametrize("limit, refused", [(0, False), (300_000_000, False), (200_000_000, True)])
+def test_the_texture_limit_is_the_only_bound(limit, refused):
+    """--max-texture-pixels 0 (no limit) or above Pillow's own refusal (2 x Image.MAX_IMAGE_PIXELS, 179M by
+    default) lets a 15000x15000 texture through, as asked; a limit below it refuses it, naming the limit."""
+    from PIL import Image
+
+    from voxforge.meshio import Limits, set_limits
+    from voxforge.meshio.images import texture_problem
+
+    before = Limits.max_triangles, Limits.max_texture_pixels
+    png = bomb_png(15000)  # 225,000,000 pixels
+    try:
+        set_limits(Limits.max_triangles, limit)
+        problem = texture_problem(png, "big.png")
+        if refused:
+            assert problem and "is 15000x15000 pixels, above the limit of 200,000,000 pixels" in problem
+        else:
+            assert problem is None
+            with Image.open(io.BytesIO(png)) as image:  # Pillow's own check (at open) passes too
+                assert image.size == (15000, 15000)
+    finally:
+        set_limits(*before)
+    assert Image.MAX_IMAGE_PIXELS == max(before[1], 89_478_485)
+
+
 @pytest.mark.blender
 def test_blender_never_decodes_a_texture_bomb(tmp_path):
     """Blender reads an OBJ's textures itself, on first use: the bomb is dropped before that, the box is
@@ -326,7 +351,7 @@ def test_a_blend_file_linking_data_from_outside_its_folder_is_refused(tmp_path, 
                    check=True, capture_output=True, timeout=300)
     record = ObjectRecord(object_id="main", category="x", source="local", uri=str(models / "main.blend"))
     if library_place.startswith("outside"):
-        with pytest.raises(BlenderImportError, match=r"links data from files outside the object's folder: .*lib\.blend"):
+        with pytest.raises(BlenderImportError, match=r"would make Blender read files outside the object's folder: .*lib\.blend \(library\)"):
             load_stage(record)
     else:
         loaded = load_stage(record)

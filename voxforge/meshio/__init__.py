@@ -38,6 +38,19 @@ class Limits:
     max_texture_pixels: int = 8192 * 8192  # width x height of one texture image (Objaverse's largest are 8K)
 
 
+PILLOW_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own default: it warns above this and refuses twice this
+
+
+def set_limits(max_triangles: int, max_texture_pixels: int) -> None:
+    """Set :class:`Limits` for this process (0 = no limit), and Pillow's decompression-bomb bound with it,
+    so Pillow (which decodes textures for pyrender) neither refuses an image the limit allows (it refuses
+    above 2 x ``Image.MAX_IMAGE_PIXELS``, 179M pixels by default) nor warns about one."""
+    from PIL import Image
+
+    Limits.max_triangles, Limits.max_texture_pixels = max_triangles, max_texture_pixels
+    Image.MAX_IMAGE_PIXELS = None if max_texture_pixels == 0 else max(max_texture_pixels, PILLOW_MAX_IMAGE_PIXELS)
+
+
 def check_triangles(count: int, what: str) -> None:
     """Raise :class:`MeshFileError` when ``count`` triangles (declared by ``what``) exceed the limit."""
     if Limits.max_triangles and count > Limits.max_triangles:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from voxforge.loaders import format as fmt
-from voxforge.meshio import Limits
+from voxforge.meshio import set_limits
 from voxforge.loaders.shards import TarBuilder, shard_name
 from voxforge.pipeline.config import RunConfig
 from voxforge.pipeline.isolation import AttemptGuard
@@ -128,7 +128,7 @@ class ShardWorker:
         )
         cap_private_memory(self.config.object_memory_gb)
         # what the mesh readers refuse before reading
-        Limits.max_triangles, Limits.max_texture_pixels = self.config.max_triangles, self.config.max_texture_pixels
+        set_limits(self.config.max_triangles, self.config.max_texture_pixels)
 
     def _journal(self, entry: dict) -> None:
         """Note a replaced worker under the output (appended locally, one object per entry elsewhere)."""

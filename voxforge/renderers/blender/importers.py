@@ -18,7 +18,9 @@ pycollada) are built from the trimesh scene, colours and textures included. FBX 
 files, which trimesh cannot read, are loaded for the pipeline by :func:`load_with_blender`, so for
 them "source coordinates" are Blender's own (``to_blender`` = I).
 A ``.blend`` file is appended with ``bpy.data.libraries.load`` and Python auto-execution off: its
-registered scripts and Python driver expressions never run.
+registered scripts and Python driver expressions never run. Before Blender opens it, every file it refers
+to is listed from its blocks (:mod:`.blendfile`) and a library or other file outside the object's folder
+refuses it, so Blender never reads them.
 """
 
 from __future__ import annotations
@@ -99,9 +101,9 @@ def _blend(bpy, path: str) -> None:
     root = os.path.realpath(Path(path).parent.parent)
     outside = [library.filepath for library in bpy.data.libraries
                if not os.path.realpath(bpy.path.abspath(library.filepath, library=library)).startswith(root + os.sep)]
-    if outside:  # data linked from other .blend files of this machine must not enter the dataset
-        raise BlenderImportError(f"{Path(path).name} links data from files outside the object's folder: "
-                                 f"{', '.join(outside[:3])}")
+    if outside:  # checked before opening (blendfile.check_references); kept as a second line of defence
+        raise BlenderImportError(f"{Path(path).name} would make Blender read files outside the object's "
+                                 f"folder: {', '.join(outside[:3])}")
 
 
 IMPORTERS: dict[str, Importer] = {
@@ -128,6 +130,13 @@ def import_file(bpy, path: str | Path) -> tuple[list, list[str]]:
         raise BlenderImportError(f"Blender has no importer for {Path(path).suffix!r} files")
     if not Path(path).is_file():
         raise BlenderImportError(f"{path}: no such file")
+    if Path(path).suffix.lower() == ".blend":  # Blender reads linked libraries as it opens the file
+        from voxforge.renderers.blender.blendfile import BlendReferenceError, check_references
+
+        try:
+            check_references(path)
+        except BlendReferenceError as error:
+            raise BlenderImportError(str(error)) from None
     before = set(bpy.data.objects)
     log_start = runtime.log_size()
     with runtime.blender_output():
