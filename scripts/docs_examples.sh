@@ -124,6 +124,12 @@ publish() {
   show pipeline run procedural --limit 12 --views 4 --points 512 --shard-size 2 --out data/small --no-progress
   show pipeline publish data/small --to published/small
   show pipeline publish data/small --to published/small.zip
+  show ls published/small published/small/data
+  show python -c 'import json; from datasets import load_dataset
+data = load_dataset("published/small", split="train")
+print(data)
+row = data[0]
+print(json.loads(row["metadata"])["id"], row["images"][0].size, len(row["images"]), len(row["points"]))'
 }
 
 sections=("$@")

@@ -70,9 +70,9 @@ def published(hub, split_dataset, tmp_path_factory):
 def test_an_interrupted_publish_resumes_without_uploading_twice(published, hub, split_dataset):
     first, second = published["first"], published["second"]
     assert first.returncode == 2, first.stderr
-    assert "stopped after 4 of 12 files" in first.stderr and "run the same command again to resume" in first.stderr
+    assert "stopped after 4 of 15 files" in first.stderr and "run the same command again to resume" in first.stderr
     assert second.returncode == 0, second.stderr
-    assert "uploaded 8 files in 3 commits (4 already there)" in second.stdout
+    assert "uploaded 11 files in 4 commits (4 already there)" in second.stdout  # 8 shards, 3 Parquet, 4 others
     files = hub.files(REPO)
     for split in ("train", "val", "test"):
         for shard in shard_paths(split_dataset / split):
@@ -84,7 +84,7 @@ def test_an_interrupted_publish_resumes_without_uploading_twice(published, hub, 
     assert set(published["uploads_after_first"]) < set(uploads)
     repo = hub.repos[("dataset", REPO)]
     assert repo.private  # private unless --public
-    assert [title for _, title, _ in repo.commits][-1] == "voxforge: publish dataset (part 3 of 3)"
+    assert [title for _, title, _ in repo.commits][-1] == "voxforge: publish dataset (part 4 of 4)"
     assert files["README.md"] == hub.files(REPO, revision=repo.commits[-1][0])["README.md"]
     commit_requests = hub.requests("commit")
     assert all(r["headers"].get("Content-Type") == "application/x-ndjson" for r in commit_requests)
@@ -95,8 +95,8 @@ def test_the_card_describes_the_dataset_for_the_hub(published, hub):
     front = yaml.safe_load(card.split("---")[1])
     assert front["license"] == "cc0-1.0" and front["size_categories"] == ["n<1K"]
     assert [f["split"] for f in front["configs"][0]["data_files"]] == ["train", "validation", "test"]
-    feature_names = {f["name"] for f in front["dataset_info"]["features"]}
-    assert {"json", "rgb_00.png", "mask_03.png", "voxels.binvox", "points.npy"} <= feature_names
+    assert front["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"  # the Parquet copy: any datasets
+    assert hub.files(REPO)["data/train-00000-of-00001.parquet"].startswith(b"PAR1")
     assert f'load_dataset("{REPO}"' in card and f'"hf://datasets/{REPO}"' in card
     assert hub.files(REPO)["preview.png"].startswith(b"\x89PNG")
 
@@ -149,10 +149,10 @@ out["first"] = {"id": first["id"], "views": first["views"].tolist(), "images": d
 loaded = datasets.load_dataset(repo, cache_dir=cache)
 out["splits"] = {name: len(split) for name, split in loaded.items()}
 row = loaded["train"][0]
-out["row"] = {"id": row["json"]["id"], "rgb_01": digest(np.asarray(row["rgb_01.png"])),
-              "points": digest(np.asarray(row["points.npy"], np.float32))}
+out["row"] = {"id": json.loads(row["metadata"])["id"], "rgb_01": digest(np.asarray(row["images"][1])),
+              "points": digest(np.asarray(row["points"], np.float32))}
 streamed = datasets.load_dataset(repo, split="validation", streaming=True)
-out["streamed_val_ids"] = [r["json"]["id"] for r in streamed]
+out["streamed_val_ids"] = [r["id"] for r in streamed]
 out["dataset_json"] = open(hf_hub_download(repo, "dataset.json", repo_type="dataset")).read()
 print(json.dumps(out))
 """

@@ -1,10 +1,12 @@
 """Published folders and Parquet exports read by older ``datasets`` releases.
 
 The Parquet export names only feature types every ``datasets`` from 2.14 on knows (``Value``, ``Image``,
-``Sequence``) and keeps the sample metadata as JSON text, so the oldest supported release loads it. The
-card of a published folder declares the ``json`` column as ``Json``, which ``datasets`` has from 4.7 on
-(``voxforge.loaders.hf`` explains why no declaration serves older ones): 4.7.0 is the oldest release that
-``load_dataset(FOLDER)`` is promised to.
+``Sequence``) and keeps the sample metadata as JSON text, so the oldest supported release loads it. A
+published folder carries that export in ``data/`` and its card names it (and declares no features), so
+``load_dataset(FOLDER)`` works from 2.14 on too. Published without it (``--no-parquet``), the card names
+the shards and declares the ``json`` column as ``Json``, which ``datasets`` has from 4.7 on
+(``voxforge.loaders.hf`` explains why no declaration serves older ones): 4.7.0 is the oldest release
+that such a folder is promised to.
 
 The slow tests install those releases into virtual environments cached under
 ``~/.cache/voxforge-test-venvs`` (``VOXFORGE_TEST_VENVS`` overrides; keyed by Python version and pins, so a
@@ -105,7 +107,7 @@ import numpy as np
 import datasets
 datasets.logging.set_verbosity_error()
 
-published, parquet, check_published = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+published, shards_only, parquet, check_shards = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 cache = tempfile.mkdtemp()
 digest = lambda image: hashlib.sha1(np.ascontiguousarray(np.asarray(image)).tobytes()).hexdigest()
 out = {"version": datasets.__version__}
@@ -130,10 +132,13 @@ out["parquet_ids"] = {split: list(data["id"]) for split, data in loaded.items()}
 train_files = sorted(glob.glob(os.path.join(parquet, "data", "train-*.parquet")))
 single = datasets.load_dataset("parquet", data_files=train_files, split="train", cache_dir=cache)
 out["parquet_files_rows"] = len(single)
-if check_published:
-    loaded = datasets.load_dataset(published, cache_dir=cache)
-    out["published"] = summary(loaded, "json", lambda row: row["rgb_01.png"], lambda row: row["points.npy"],
-                               lambda row: row["depth.npy"])
+loaded = datasets.load_dataset(published, cache_dir=cache)
+out["published"] = summary(loaded, "metadata", lambda row: row["images"][1], lambda row: row["points"],
+                           lambda row: row["depth"])
+if check_shards:
+    loaded = datasets.load_dataset(shards_only, cache_dir=cache)
+    out["shards_only"] = summary(loaded, "json", lambda row: row["rgb_01.png"], lambda row: row["points.npy"],
+                                 lambda row: row["depth.npy"])
 print(json.dumps(out))
 """
 
@@ -189,7 +194,8 @@ def old_datasets_python(pins: tuple[str, ...]) -> Path:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """A tiny dataset (4 objects, 2 views, depth, train and val), its published folder and its Parquet export."""
+    """A tiny dataset (4 objects, 2 views, depth, train and val), its published folder (with and without the
+    Parquet copy) and its Parquet export."""
     from inprocess_samples import write_dataset
 
     from voxforge.loaders.parquet import export_parquet
@@ -205,8 +211,10 @@ def made(tmp_path_factory):
                                 for split in fmt.SPLITS}
     (data / fmt.DATASET_FILE).write_text(json.dumps(info))
     publish(data, str(root / "published"), progress=False)
+    publish(data, str(root / "shards-only"), progress=False, parquet=False)
     assert export_parquet(data, root / "parquet") == {"train": 2, "val": 2}
-    return {"data": data, "published": root / "published", "parquet": root / "parquet", "root": root}
+    return {"data": data, "published": root / "published", "shards_only": root / "shards-only",
+            "parquet": root / "parquet", "root": root}
 
 
 def _expected(data: Path) -> dict[str, dict]:
@@ -227,12 +235,12 @@ def _expected(data: Path) -> dict[str, dict]:
             for sample in open_dataset(data)}
 
 
-def _load(python: Path | str, made: dict, check_published: bool, tmp_path: Path) -> dict:
+def _load(python: Path | str, made: dict, check_shards: bool, tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "PYTHON"))}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
                HF_HUB_DISABLE_TELEMETRY="1", PYTHONNOUSERSITE="1")
-    result = subprocess.run([str(python), "-c", READ, str(made["published"]), str(made["parquet"]),
-                             "1" if check_published else "0"],
+    result = subprocess.run([str(python), "-c", READ, str(made["published"]), str(made["shards_only"]),
+                             str(made["parquet"]), "1" if check_shards else "0"],
                             check=False, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -277,33 +285,37 @@ def test_installed_datasets_reads_the_export_and_the_published_folder(made, tmp_
     _check(out["parquet"], expected, "str")  # JSON text: json.loads(row["metadata"])
     assert sorted(i for ids in out["parquet_ids"].values() for i in ids) == sorted(expected)
     assert out["parquet_files_rows"] == 2
-    # the card's Json column; datasets re-encodes the decoded member with pandas' ujson, 10 decimal places
-    _check(out["published"], expected, "dict", JSON_ROUNDING)
+    _check(out["published"], expected, "str")  # the published folder's default config: its Parquet copy
+    # the shards' card (--no-parquet): a Json column; datasets re-encodes the decoded member with pandas'
+    # ujson, 10 decimal places
+    _check(out["shards_only"], expected, "dict", JSON_ROUNDING)
 
 
 @pytest.mark.slow
-def test_oldest_supported_datasets_reads_the_parquet_export(made, tmp_path):
+def test_oldest_supported_datasets_reads_the_parquet_export_and_the_published_folder(made, tmp_path):
     python = old_datasets_python(OLDEST_FOR_PARQUET)
     out = _load(python, made, False, tmp_path)
     assert out["version"] == "2.14.7"
     expected = _expected(made["data"])
     _check(out["parquet"], expected, "str")
+    _check(out["published"], expected, "str")
     assert sorted(i for ids in out["parquet_ids"].values() for i in ids) == sorted(expected)
     assert out["parquet_files_rows"] == 2
 
 
 @pytest.mark.slow
-def test_oldest_release_the_card_names_reads_the_published_folder(made, tmp_path):
+def test_oldest_release_the_shards_card_names_reads_a_folder_published_without_parquet(made, tmp_path):
     python = old_datasets_python(OLDEST_FOR_CARD)
     out = _load(python, made, True, tmp_path)
     assert out["version"] == f"{DATASETS_FOR_CARD}.0"
     expected = _expected(made["data"])
-    _check(out["published"], expected, "dict", JSON_ROUNDING)
+    _check(out["shards_only"], expected, "dict", JSON_ROUNDING)
+    _check(out["published"], expected, "str")
     _check(out["parquet"], expected, "str")
 
 
 @pytest.mark.slow
 def test_card_tells_older_releases_what_to_do(made):
-    card = (made["published"] / "README.md").read_text()
+    card = (made["shards_only"] / "README.md").read_text()
     assert f"datasets < {DATASETS_FOR_CARD}" in card
     assert 'load_dataset("webdataset", data_files={"train": "hf://datasets/tiny/train/*.tar"}' in card

@@ -80,9 +80,12 @@ def test_verification_decodes_every_member(split_dataset, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_folder_publish_reads_back_with_load_dataset(split_dataset, tmp_path):
+@pytest.mark.parametrize("parquet", [True, False])
+def test_folder_publish_reads_back_with_load_dataset(split_dataset, tmp_path, parquet):
+    """By default the card's config is the Parquet copy (one row per object, loads from datasets 2.14 on);
+    with parquet=False it is the shards themselves (datasets >= 4.7). The shards are published either way."""
     destination = tmp_path / "published"
-    summary = publish(split_dataset, str(destination), progress=False)
+    summary = publish(split_dataset, str(destination), progress=False, parquet=parquet)
     assert summary["objects"] == 12 and summary["shards"] == 8  # train 5, val 2 (--min-shards), test 1
     for split in ("train", "val", "test"):
         for shard in shard_paths(split_dataset / split):
@@ -95,7 +98,17 @@ def test_folder_publish_reads_back_with_load_dataset(split_dataset, tmp_path):
     front = yaml.safe_load(card.split("---")[1])
     assert front["license"] == "cc0-1.0" and "image-to-3d" in front["task_categories"]
     files = {item["split"]: item["path"] for item in front["configs"][0]["data_files"]}
-    assert files == {"train": "train/shard-*.tar", "validation": "val/shard-*.tar", "test": "test/shard-*.tar"}
+    if parquet:
+        assert files == {"train": "data/train-*.parquet", "validation": "data/validation-*.parquet",
+                         "test": "data/test-*.parquet"}
+        assert sorted(p.name for p in (destination / "data").iterdir()) == [
+            "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+        assert "features" not in front["dataset_info"]  # the files' own schema declares them, for every release
+        sizes = {s["name"]: s["num_bytes"] for s in front["dataset_info"]["splits"]}
+        assert sizes["train"] == (destination / "data" / "train-00000-of-00001.parquet").stat().st_size
+    else:
+        assert files == {"train": "train/shard-*.tar", "validation": "val/shard-*.tar", "test": "test/shard-*.tar"}
+        assert not (destination / "data").exists()
     assert {s["name"]: s["num_examples"] for s in front["dataset_info"]["splits"]} == SPLIT_SIZES
     assert "![Preview" in card and (destination / "preview.png").read_bytes().startswith(b"\x89PNG")
     assert "| chair |" in card and "## How it was made" in card
@@ -103,11 +116,17 @@ def test_folder_publish_reads_back_with_load_dataset(split_dataset, tmp_path):
     loaded = datasets.load_dataset(str(destination), cache_dir=str(tmp_path / "cache"))
     assert {name: len(split) for name, split in loaded.items()} == SPLIT_SIZES
     row, sample = loaded["train"][0], _first_train_sample(split_dataset)
-    assert row["json"]["id"] == sample["id"] and row["json"]["cameras"]["K"] == sample["K"].tolist()
-    assert np.array_equal(np.asarray(row["rgb_02.png"]), sample["images"][2])
-    assert np.array_equal(np.asarray(row["mask_03.png"]), sample["alphas"][3])
-    assert np.array_equal(np.asarray(row["points.npy"], np.float32), sample["points"])
-    assert np.array_equal(decode_binvox(row["voxels.binvox"]).occupancy, sample["voxels"])
+    if parquet:
+        meta = json.loads(row["metadata"])
+        image, mask, points, voxels = row["images"][2], row["masks"][3], row["points"], row["voxels_binvox"]
+    else:
+        meta = row["json"]
+        image, mask, points, voxels = row["rgb_02.png"], row["mask_03.png"], row["points.npy"], row["voxels.binvox"]
+    assert meta["id"] == sample["id"] and meta["cameras"]["K"] == sample["K"].tolist()
+    assert np.array_equal(np.asarray(image), sample["images"][2])
+    assert np.array_equal(np.asarray(mask), sample["alphas"][3])
+    assert np.array_equal(np.asarray(points, np.float32), sample["points"])
+    assert np.array_equal(decode_binvox(voxels).occupancy, sample["voxels"])
     with pytest.raises(PublishError, match="not empty"):
         publish(split_dataset, str(destination), progress=False)
 

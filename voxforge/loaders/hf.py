@@ -8,7 +8,11 @@ that down so the Hub viewer and ``load_dataset`` agree without guessing: ``confi
 to its shards, and ``dataset_info.features`` declares every column, with the ``json`` metadata as a
 ``Json`` column (its nested fields differ between sources, which a struct column would reject).
 
-Which ``datasets`` read the card (checked against 2.14.7, 2.16.1, 2.18.0, 3.6.0, 4.0.0, 4.6.1, 4.7.0, 5.2.0):
+A published folder normally also carries a Parquet copy of the samples (``data/``), and its card then
+names that instead (:func:`card_metadata` with ``parquet``): it loads in every ``datasets`` from 2.14
+on. What follows is about the card that names the shards (``publish --no-parquet``).
+
+Which ``datasets`` read the shards' card (checked against 2.14.7, 2.16.1, 2.18.0, 3.6.0, 4.0.0, 4.6.1, 4.7.0, 5.2.0):
 ``Json`` exists from 4.7 on, and older versions fail on the card's ``json`` dtype before reading any shard
 (``TypeError: 'module' object is not callable``), so ``load_dataset`` of a published folder or repo needs
 ``datasets`` >= :data:`DATASETS_FOR_CARD`. No declaration of that column serves older versions too: every
@@ -31,6 +35,7 @@ from voxforge.loaders import format as fmt
 from voxforge.loaders.shards import SHARD_NAME
 
 DATASETS_FOR_CARD = "4.7"  # the first datasets with the Json feature the card's json column declares
+PARQUET_FOLDER = "data"  # where a published folder keeps its Parquet copy (voxforge.loaders.parquet's layout)
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 # licence slugs (voxforge.pipeline.sources.licenses) -> the Hub's licence identifiers
 HUB_LICENSES = {"cc0": "cc0-1.0", "by": "cc-by-4.0", "by-sa": "cc-by-sa-4.0", "by-nd": "cc-by-nd-4.0",
@@ -83,24 +88,36 @@ def _size_category(count: int) -> str:
     return "1M<n<10M"
 
 
-def card_metadata(info: dict, split_bytes: dict[str, int] | None = None) -> dict:
-    """The card's YAML front matter: licences, tags, configs (split -> shards), features, split sizes
-    (``num_bytes``: the split's shard bytes; ``datasets`` ignores split sizes without it)."""
+def card_metadata(info: dict, split_bytes: dict[str, int] | None = None, parquet: bool = False) -> dict:
+    """The card's YAML front matter: licences, tags, configs (split -> files), features, split sizes
+    (``num_bytes``: the split's file bytes; ``datasets`` ignores split sizes without it).
+
+    With ``parquet`` (a Parquet copy published beside the shards, :data:`PARQUET_FOLDER`), the default
+    config names the Parquet files and the card declares no features: the files' own schema metadata
+    does, in types every ``datasets`` from 2.14 on reads, so no release fails on the card. Without it,
+    the config names the shards and the features are declared (:func:`features_yaml`; needs
+    ``datasets`` >= :data:`DATASETS_FOR_CARD`)."""
     config, counts = info["config"], info["counts"]
     present = [s for s in fmt.SPLITS if counts["per_split"].get(s, 0) > 0]
     licenses = sorted({hub_license(text) for text in info.get("licenses", {})}) or ["unknown"]
-    dataset_info = {"features": features_yaml(config["views"], bool(config.get("save_depth"))),
-                    "splits": [{"name": HF_SPLIT_NAMES[s], "num_bytes": (split_bytes or {}).get(s, 0),
-                                "num_examples": counts["per_split"][s]} for s in present]}
+    splits = [{"name": HF_SPLIT_NAMES[s], "num_bytes": (split_bytes or {}).get(s, 0),
+               "num_examples": counts["per_split"][s]} for s in present]
+    if parquet:
+        data_files = [{"split": HF_SPLIT_NAMES[s], "path": f"{PARQUET_FOLDER}/{HF_SPLIT_NAMES[s]}-*.parquet"}
+                      for s in present]
+        dataset_info = {"splits": splits}
+    else:
+        data_files = [{"split": HF_SPLIT_NAMES[s], "path": f"{s}/{fmt.SHARD_PREFIX}-*{fmt.SHARD_SUFFIX}"}
+                      for s in present]
+        dataset_info = {"features": features_yaml(config["views"], bool(config.get("save_depth"))), "splits": splits}
     return {
         "license": licenses[0] if len(licenses) == 1 else licenses,
         "pretty_name": info.get("name") or "voxforge dataset",
-        "tags": ["voxforge", "3d", "multi-view", "voxels", "point-cloud", "3d-reconstruction", "webdataset"],
+        "tags": ["voxforge", "3d", "multi-view", "voxels", "point-cloud", "3d-reconstruction", "webdataset"]
+        + (["parquet"] if parquet else []),
         "task_categories": ["image-to-3d"],
         "size_categories": [_size_category(counts["objects"])],
-        "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": HF_SPLIT_NAMES[s], "path": f"{s}/{fmt.SHARD_PREFIX}-*{fmt.SHARD_SUFFIX}"}
-                                    for s in present]}],
+        "configs": [{"config_name": "default", "default": True, "data_files": data_files}],
         "dataset_info": dataset_info,
     }
 
@@ -112,10 +129,12 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str | None = "preview.png",
-                 info: dict | None = None) -> str:
+                 info: dict | None = None, parquet_bytes: dict[str, int] | None = None) -> str:
     """README.md for a published dataset: YAML metadata, then what it holds and how it was made.
 
     ``info`` replaces the dataset's own ``dataset.json`` (publishing passes the copy without local paths).
+    ``parquet_bytes`` (split -> bytes) says a Parquet copy is published in :data:`PARQUET_FOLDER`, which
+    the card then makes the default config (:func:`card_metadata`).
     """
     import yaml
 
@@ -141,6 +160,21 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
                  f"{' (evenly spaced)' if config.get('even_points') else ''}, seed {config['seed']}, backgrounds: "
                  + ("photos" if config.get("backgrounds") else f"plain colour {tuple(config['background_color'])}") + ".")
     software = ", ".join(f"{k} {v}" for k, v in sorted(info.get("software", {}).items()))
+    if parquet_bytes is not None:
+        parquet_text = (f", and the same samples as Parquet (`{PARQUET_FOLDER}/`, one row per object: `images`, "
+                        "`masks`, `K`, `world_to_camera`, `voxels_binvox`, `points`, `normals`, `metadata` as JSON text)")
+        use_text = f"""data = load_dataset("{name}", split="train")   # the Parquet copy (datasets >= 2.14): images, K, points, ...
+import json; meta = json.loads(data[0]["metadata"])  # the sample's json member
+
+# the WebDataset shards themselves (datasets >= 2.16; column types guessed from the first samples)
+data = load_dataset("webdataset", data_files={{"train": "hf://datasets/{name}/train/*.tar"}}, split="train")"""
+    else:
+        parquet_text = ""
+        use_text = f"""data = load_dataset("{name}", split="train")   # columns: json, rgb_NN.png, mask_NN.png, voxels.binvox, points.npy, ...
+
+# datasets < {DATASETS_FOR_CARD} lacks the Json type of the `json` column and fails on this card; from 2.16 on,
+# name the shards instead (the columns' types are then guessed from the first samples; .npy stays bytes before 2.20)
+data = load_dataset("webdataset", data_files={{"train": "hf://datasets/{name}/train/*.tar"}}, split="train")"""
     body = f"""
 # {info.get('name') or 'voxforge dataset'}
 
@@ -163,7 +197,7 @@ Each sample's `json` metadata carries the licence and source URI of its object.
 
 ## Format
 
-WebDataset shards (`train/`, `val/`, `test/`; voxforge format {info['format_version']}). Each sample has:
+WebDataset shards (`train/`, `val/`, `test/`; voxforge format {info['format_version']}){parquet_text}. Each sample has:
 
 | member | content |
 |---|---|
@@ -180,11 +214,7 @@ diagonal. `dataset.json` holds the full configuration and counts; `manifest.json
 
 ```python
 from datasets import load_dataset
-data = load_dataset("{name}", split="train")   # columns: json, rgb_NN.png, mask_NN.png, voxels.binvox, points.npy, ...
-
-# datasets < {DATASETS_FOR_CARD} lacks the Json type of the `json` column and fails on this card; from 2.16 on,
-# name the shards instead (the columns' types are then guessed from the first samples; .npy stays bytes before 2.20)
-data = load_dataset("webdataset", data_files={{"train": "hf://datasets/{name}/train/*.tar"}}, split="train")
+{use_text}
 
 # or stream the shards straight into PyTorch training batches
 from voxforge.loaders.torch import ShardDataset
@@ -196,6 +226,11 @@ samples = ShardDataset("hf://datasets/{name}", split="train", shuffle_buffer=64,
 {made_with} Split ratios {config.get('split_ratios')}; {config['shard_size']} objects per shard.
 Software: {software}. Last updated {info.get('updated', '')}.
 """
-    split_bytes = {s: sum(size for name, size in where.list_files(s).items() if SHARD_NAME.match(name)) for s in present}
-    front = yaml.safe_dump(card_metadata(info, split_bytes), sort_keys=False, allow_unicode=True)
+    if parquet_bytes is not None:
+        split_bytes = parquet_bytes
+    else:
+        split_bytes = {s: sum(size for name, size in where.list_files(s).items() if SHARD_NAME.match(name))
+                       for s in present}
+    front = yaml.safe_dump(card_metadata(info, split_bytes, parquet=parquet_bytes is not None), sort_keys=False,
+                           allow_unicode=True)
     return f"---\n{front}---\n{body}"

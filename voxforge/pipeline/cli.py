@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     visibility.add_argument("--public", dest="private", action="store_false", help="create the Hub repo public")
     publish.add_argument("--files-per-commit", type=int, default=100,
                          help="Hub uploads: files per commit (default 100; a re-run resumes after the last commit)")
+    publish.add_argument("--no-parquet", dest="parquet", action="store_false",
+                         help="publish the shards without the Parquet copy (data/) that lets every datasets from 2.14 "
+                         "load the result; the card then needs datasets >= 4.7 (saves about the shards' size)")
     publish.add_argument("--no-progress", action="store_true", help="no progress bar")
     train = commands.add_parser(
         "train", help="train a model (3D-R2N2, reconstnet, softras) on a voxforge dataset or the 3D-R2N2 layout",
@@ -322,7 +325,7 @@ def _publish(args) -> int:
 
     try:
         summary = publish(args.dataset, args.to, private=args.private, progress=not args.no_progress,
-                          files_per_commit=args.files_per_commit)
+                          files_per_commit=args.files_per_commit, parquet=args.parquet)
     except PublishError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

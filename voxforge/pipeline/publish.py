@@ -4,8 +4,9 @@ Hugging Face dataset repo, with a dataset card (README.md) and a preview image.
 What is published: ``dataset.json`` (with the run's local paths reduced to their last component:
 they name the user's folders and mean nothing elsewhere), ``manifest.jsonl``, ``attribution.csv`` when the
 objects were downloaded, every split's complete shards, ``README.md``
-(:func:`voxforge.loaders.hf.dataset_card`) and ``preview.png`` (the contact sheet of
-``pipeline inspect``). Never the run's scratch folder or half-written ``.partial`` files. The dataset may
+(:func:`voxforge.loaders.hf.dataset_card`), ``preview.png`` (the contact sheet of
+``pipeline inspect``) and, unless turned off, a Parquet copy of the samples in ``data/`` that the card
+makes its default config (it loads in every ``datasets`` from 2.14 on; the shards' card needs 4.7). Never the run's scratch folder or half-written ``.partial`` files. The dataset may
 be a local folder or any fsspec URL (``s3://bucket/ds``); files of a remote dataset pass through a local
 temporary folder a batch at a time.
 
@@ -177,13 +178,25 @@ def _require_verified(dataset: str | Path) -> Verified:
     return verified
 
 
-def publish_files(verified: Verified, staging: Path, repo_id: str | None) -> list[tuple[str, str | Path]]:
+def publish_files(verified: Verified, staging: Path, repo_id: str | None,
+                  parquet: bool = True) -> list[tuple[str, str | Path]]:
     """(path in the destination, source) for everything published: a source is a file of the dataset
-    (its path relative to the dataset) or a ``Path`` made in ``staging`` (summary, card, preview)."""
-    from voxforge.loaders.hf import dataset_card
+    (its path relative to the dataset) or a ``Path`` made in ``staging`` (summary, card, preview, and with
+    ``parquet`` the Parquet copy of every split, :func:`voxforge.loaders.parquet.export_parquet`)."""
+    from voxforge.loaders.hf import HF_SPLIT_NAMES, PARQUET_FOLDER, dataset_card
 
     where = verified.where
     files: list[tuple[str, str | Path]] = [(name, name) for name in verified.shards]
+    parquet_bytes = None
+    if parquet:
+        from voxforge.loaders.parquet import export_parquet
+
+        export_parquet(where.url, staging / "parquet")
+        made = sorted((staging / "parquet" / PARQUET_FOLDER).glob("*.parquet"))
+        files += [(f"{PARQUET_FOLDER}/{path.name}", path) for path in made]
+        parquet_bytes = {split: sum(path.stat().st_size for path in made
+                                    if path.name.startswith(f"{HF_SPLIT_NAMES[split]}-"))
+                         for split in fmt.SPLITS}
     files += [(name, name) for name in (fmt.MANIFEST_FILE, ATTRIBUTION_FILE) if where.exists(name)]
     info = public_summary(json.loads(where.read_text(fmt.DATASET_FILE)))
     summary = staging / fmt.DATASET_FILE
@@ -196,7 +209,8 @@ def publish_files(verified: Verified, staging: Path, repo_id: str | None) -> lis
         preview = contact_sheet(where.url, staging / PREVIEW_FILE, samples=6)
         files.append((PREVIEW_FILE, preview))
     card = staging / CARD_FILE
-    card.write_text(dataset_card(where.url, repo_id, PREVIEW_FILE if preview else None, info=info))
+    card.write_text(dataset_card(where.url, repo_id, PREVIEW_FILE if preview else None, info=info,
+                                 parquet_bytes=parquet_bytes))
     files.append((CARD_FILE, card))  # last: a partial upload never advertises splits it lacks
     return files
 
@@ -385,9 +399,14 @@ def _first_line(error: Exception) -> str:
 
 
 def publish(dataset: str | Path, to: str, private: bool = True, token: str | None = None,
-            progress: bool = True, files_per_commit: int = FILES_PER_COMMIT) -> dict:
+            progress: bool = True, files_per_commit: int = FILES_PER_COMMIT, parquet: bool = True) -> dict:
     """Verify ``dataset`` (a folder or any fsspec URL) and publish it to a folder, a ``.tar``/``.zip`` bundle or
-    ``hf://datasets/OWNER/NAME``."""
+    ``hf://datasets/OWNER/NAME``.
+
+    ``parquet`` (the default) also publishes a Parquet copy of the samples (``data/``), made in a local
+    temporary folder first (about the shards' size), and makes it the card's default config, so
+    ``datasets.load_dataset`` of the result works from ``datasets`` 2.14 on; without it the card names
+    the shards and needs ``datasets`` >= 4.7."""
     repo_id = to[len("hf://datasets/"):].strip("/") if to.startswith("hf://datasets/") else None
     if to.startswith("hf://") and (repo_id is None or repo_id.count("/") != 1):
         raise PublishError(f"--to {to}: Hub destinations look like hf://datasets/OWNER/NAME")
@@ -397,7 +416,7 @@ def publish(dataset: str | Path, to: str, private: bool = True, token: str | Non
                "shards": len(verified.shards), "to": to}
     with tempfile.TemporaryDirectory(prefix="voxforge-publish-") as staging:
         staging = Path(staging)
-        files = publish_files(verified, staging, repo_id)
+        files = publish_files(verified, staging, repo_id, parquet=parquet)
         summary["files"] = len(files)
         if repo_id:
             summary.update(_to_hub(files, verified.where, staging, api, repo_id, private, progress, files_per_commit))
