@@ -19,14 +19,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# the demo needs the core package only; tests need the test tools, Blender (its renderer is tested) and the
-# docs tools (tests/test_docs.py builds the site)
+# the demo needs the core package only (no PyTorch, no Blender); tests need the test tools, PyTorch (the models
+# are tested), Blender (its renderer is tested) and the docs tools (tests/test_docs.py builds the site)
 $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed: pyproject.toml docs/requirements.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,blender]" -r docs/requirements.txt
+	$(BIN)/python -m pip install -q -e ".[test,train,blender]" -r docs/requirements.txt
 	touch $(VENV)/.installed-core $(VENV)/.installed-docs $@
 
 $(VENV)/.installed-docs: docs/requirements.txt | $(BIN)/python

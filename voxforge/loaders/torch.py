@@ -23,7 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
+try:
+    import torch
+except ImportError as error:  # the core install builds datasets without PyTorch
+    raise ImportError(f"voxforge.loaders.torch needs PyTorch ({error}); install the train extra: "
+                      "pip install -e '.[train]' (or pip install 'voxforge[train]')") from error
 from torch.utils.data import IterableDataset, get_worker_info
 
 from voxforge.loaders import format as fmt

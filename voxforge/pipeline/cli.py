@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+TORCH_COMMANDS = ("train", "eval", "predict")  # the rest runs without PyTorch (the train extra)
+
 
 def _csv(kind):
     def parse(text: str):
@@ -463,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # presets yield to the options actually given
     commands = {"run": _run, "inspect": _inspect, "export": _export, "train": _train, "eval": _eval, "predict": _predict,
                 "publish": _publish}
+    if args.command in TORCH_COMMANDS:
+        try:
+            import torch  # noqa: F401 (the command imports it anyway; a failed import is the answer)
+        except ImportError:
+            print(f"error: pipeline {args.command} needs PyTorch, which is not installed here; install the train "
+                  "extra: pip install -e '.[train]' (or pip install 'voxforge[train]')", file=sys.stderr)
+            return 2
     return _user_errors(commands[args.command])(args)
 
 
