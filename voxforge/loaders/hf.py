@@ -154,8 +154,10 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
     license_rows = [[text, hub_license(text), n] for text, n in sorted(info.get("licenses", {}).items())]
     name = repo_id or info.get("name") or "DATASET"
     source = config["source"] + (f" ({config['path']})" if config.get("path") and config["source"] != "local" else "")
+    cycles = (f", {config.get('cycles_samples', 4)} samples per pixel{' and OpenImageDenoise' if config.get('denoise') else ''}"
+              if config["renderer"] in ("blender", "blender-cycles") else "")
     made_with = (f"`pipeline run {config['source']}` with {config['views']} views of {config['size']}x{config['size']} "
-                 f"px per object ({config['renderer']} renderer, supersampling {config.get('supersample', 1)}x), "
+                 f"px per object ({config['renderer']} renderer{cycles}, supersampling {config.get('supersample', 1)}x), "
                  f"{config['resolution']}^3 voxels (fill `{config['fill']}`), {config['points']} surface points"
                  f"{' (evenly spaced)' if config.get('even_points') else ''}, seed {config['seed']}, backgrounds: "
                  + ("photos" if config.get("backgrounds") else f"plain colour {tuple(config['background_color'])}") + ".")

@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "blender-workbench, blender-eevee (the blender extra)")
     run.add_argument("--supersample", type=int, default=2,
                      help="anti-aliasing: render NxN larger and average (default 2; 1 = off, fastest)")
+    run.add_argument("--cycles-samples", type=int, default=4,
+                     help="--renderer blender (Cycles): light samples per rendered pixel, x supersample^2 per output "
+                     "pixel (default 4, so 16; more is less noisy and slower)")
+    run.add_argument("--denoise", action="store_true", help="--renderer blender (Cycles): run OpenImageDenoise on "
+                     "every view (about 10x slower on a CPU and blurs texture; off by default)")
     run.add_argument("--splits", type=_csv(float), default=[0.8, 0.1, 0.1], help="train,val,test ratios")
     run.add_argument("--shard-size", type=int, default=64, help="objects per shard, at most (default 64)")
     run.add_argument("--min-shards", type=int, default=8, help="fewer objects per shard where a split would "
@@ -413,6 +418,7 @@ def _run(args) -> int:
         out=args.out or os.path.join("data", args.source), workers=args.workers if args.workers is not None else (0 if args.address else os.cpu_count() or 1),
         seed=args.seed,
         address=args.address, renderer=args.renderer, supersample=args.supersample, split_ratios=tuple(args.splits),
+        cycles_samples=args.cycles_samples, denoise=args.denoise,
         shard_size=args.shard_size, min_shards=args.min_shards, timeout=args.timeout, retry_failed=args.retry_failed,
         recycle_after=args.recycle_after, worker_memory_gb=args.worker_memory_gb,
         object_memory_gb=args.object_memory_gb, max_triangles=args.max_triangles,

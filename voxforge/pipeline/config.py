@@ -11,8 +11,9 @@ SAMPLE_DEFINING = (
     "source", "views", "size", "resolution", "fill", "voxel_surface", "wireframe", "points", "even_points",
     "backgrounds", "background_color", "seed", "renderer", "supersample", "split_ratios", "save_depth",
     "split_mode", "camera_layout", "azimuth", "elevation", "distance", "focal", "keep_in_frame", "voxel_samples",
-    "voxel_extent", "fps_prefix",
+    "voxel_extent", "fps_prefix", "cycles_samples", "denoise",
 )
+CYCLES_RENDERERS = ("blender", "blender-cycles")  # the renderers --cycles-samples and --denoise apply to
 
 
 @dataclass
@@ -49,6 +50,8 @@ class RunConfig:
     address: str | None = None  # Ray cluster address; None = start Ray on this machine
     renderer: str = "pyrender"
     supersample: int = 2  # render NxN larger and average: anti-aliased edges (1 = off, fastest)
+    cycles_samples: int = 4  # Cycles: light samples per rendered pixel (x supersample**2 per output pixel)
+    denoise: bool = False  # Cycles: OpenImageDenoise on every view (docs/rendering.md: slower, blurs texture)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     shard_size: int = 64  # objects per shard (at most)
     min_shards: int = 8  # ... fewer per shard where a split would otherwise get fewer shards (training readers)
@@ -83,6 +86,12 @@ class RunConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def renderer_options(self) -> dict:
+        """Keyword arguments of the renderer class beyond ``size`` and ``supersample``."""
+        if self.renderer in CYCLES_RENDERERS:
+            return {"samples": self.cycles_samples, "denoise": self.denoise}
+        return {}
+
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         known = {f.name for f in fields(cls)}
@@ -103,6 +112,9 @@ class RunConfig:
             (self.points >= 1, "--points must be at least 1"),
             (self.workers >= 1 or (self.workers == 0 and self.address), "--workers must be at least 1"),
             (1 <= self.supersample <= 4, "--supersample must be in 1..4"),
+            (1 <= self.cycles_samples <= 4096, "--cycles-samples must be in 1..4096"),
+            (self.renderer in CYCLES_RENDERERS or (self.cycles_samples == 4 and not self.denoise),
+             "--cycles-samples and --denoise apply to --renderer blender (Cycles) only"),
             (self.shard_size >= 1, "--shard-size must be at least 1"),
             (self.min_shards >= 1, "--min-shards must be at least 1"),
             (self.recycle_after is None or self.recycle_after >= 0, "--recycle-after must be at least 0"),

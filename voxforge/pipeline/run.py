@@ -156,7 +156,7 @@ def check_renderer(config: RunConfig) -> None:
     from voxforge.renderers import get_renderer
 
     try:
-        get_renderer(config.renderer)(config.size, supersample=config.supersample).close()
+        get_renderer(config.renderer)(config.size, supersample=config.supersample, **config.renderer_options()).close()
     except Exception as error:
         raise RunError(
             f"renderer {config.renderer!r} cannot start on this machine: {type(error).__name__}: {error}. "

@@ -115,7 +115,8 @@ class ShardWorker:
         self.run_token = run_token
         # one worker per CPU is the parallelism; Mesa's software rasterizer would add a thread per core
         os.environ.setdefault("LP_NUM_THREADS", "1")
-        self.renderer = get_renderer(self.config.renderer)(self.config.size, supersample=self.config.supersample)
+        self.renderer = get_renderer(self.config.renderer)(self.config.size, supersample=self.config.supersample,
+                                                           **self.config.renderer_options())
         photos = list_background_images(self.config.backgrounds) if self.config.backgrounds else None
         self.backgrounds = BackgroundPool(photos, color=self.config.background_color)
         self.where = replace(location(self.config.out), keep_root=True)  # a removed --out is not made again
