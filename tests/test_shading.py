@@ -17,7 +17,7 @@ from voxforge.renderers.agreement import dark_views, luma, object_luma, shading_
 from voxforge.renderers.base import LightRig, RenderResult
 from voxforge.renderers.cameras import CameraSet, intrinsics, look_at
 from voxforge.renderers.shading import (
-    coincident_face_mask, coincident_polygon_mask, prepare_for_shading, two_sided_fragment_shader,
+    coincident_face_mask, coincident_polygon_mask, keep_rank, prepare_for_shading, two_sided_fragment_shader,
 )
 
 HAVE_BPY = importlib.util.find_spec("bpy") is not None
@@ -47,6 +47,65 @@ def test_coincident_faces_are_found_whatever_their_winding_or_indices():
     assert coincident_face_mask(noisy, faces)[2]
     noisy[4] += 1e-3
     assert not coincident_face_mask(noisy, faces)[2]
+
+
+def test_the_kept_copy_is_chosen_by_material_not_by_order():
+    """Of coincident faces the lowest rank is kept wherever it comes: textured before plain, then brighter."""
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float)
+    faces = np.array([[0, 1, 2], [2, 1, 0], [0, 2, 1]])
+    assert coincident_face_mask(vertices, faces, priority=np.array([5, 3, 3])).tolist() == [True, False, True]
+    assert coincident_face_mask(vertices, faces, priority=np.array([1, 1, 0])).tolist() == [True, True, False]
+    assert keep_rank(True, (0.1, 0.1, 0.1)) < keep_rank(False, (1.0, 1.0, 1.0))
+    assert keep_rank(False, (0.9, 0.9, 0.9)) < keep_rank(False, (0.2, 0.9, 0.2)) < keep_rank(False, (0.5, 0.0, 0.0))
+
+
+# a square stored twice with the same vertices, as ShapeNet stores two-sided faces: first in a dark red
+# material, then (other winding) in a light green one; OBJ readers list the two in different orders
+TWICE_OBJ = """mtllib twice.mtl
+v -0.5 -0.5 0\nv 0.5 -0.5 0\nv 0.5 0.5 0\nv -0.5 0.5 0
+usemtl dark_red
+f 1 2 3\nf 1 3 4
+usemtl light_green
+f 3 2 1\nf 4 3 1
+"""
+TWICE_MTL = "newmtl dark_red\nKd 0.5 0.02 0.02\nnewmtl light_green\nKd 0.3 0.9 0.3\n"
+
+
+def _twice_renders(tmp_path, engines):
+    from test_blender_renderer import cameras_for, load_object
+
+    (tmp_path / "twice.obj").write_text(TWICE_OBJ)
+    (tmp_path / "twice.mtl").write_text(TWICE_MTL)
+    scene, vertices, _ = load_object(tmp_path / "twice.obj")
+    cameras = cameras_for(vertices, 2, 32, seed=1)
+    lights = sample_lighting(2, np.random.default_rng(1))
+    renders = {}
+    for engine in engines:
+        renderer = get_renderer(engine)(32)
+        try:
+            renders[engine] = renderer.render(scene, cameras, lights)
+        finally:
+            renderer.close()
+    return renders
+
+
+def _object_rgb(result) -> np.ndarray:
+    inside = result.alpha == 255
+    return result.color[inside].reshape(-1, 3).mean(axis=0)
+
+
+def test_pyrender_shows_the_copy_the_rank_keeps(tmp_path):
+    red, green, _ = _object_rgb(_twice_renders(tmp_path, ["pyrender"])["pyrender"])
+    assert green > 1.3 * red, (red, green)  # the dark red copy shows red far above green
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(not HAVE_BPY, reason="bpy (the blender extra) is not installed")
+def test_blender_keeps_the_same_copy_as_pyrender(tmp_path):
+    """Blender's OBJ validation used to drop the second copy (the file's order), pyrender the other."""
+    for engine, result in _twice_renders(tmp_path, ["blender-workbench", "blender"]).items():
+        red, green, _ = _object_rgb(result)
+        assert green > 1.3 * red, (engine, red, green)
 
 
 def test_prepare_for_shading_drops_the_twins_and_leaves_the_input_alone(shared_data):

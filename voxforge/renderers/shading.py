@@ -12,7 +12,8 @@ What every renderer does with the geometry it shades (voxels and points are made
 triangles: they do not depend on winding or duplicates):
 
 - :func:`prepare_for_shading`: of faces with the same three corner positions (whatever their winding,
-  vertex indices or mesh), only the first is kept;
+  vertex indices or mesh), one is kept: a textured one before an untextured one, then the brighter
+  material, then the first (:func:`keep_rank`: the materials decide, not the order a reader lists faces in);
 - consistent winding within each connected component, closed components turned outward: this matters
   where normals are interpolated (smooth shading), i.e. in files Blender imports with their own normals,
   and Blender does it (:func:`voxforge.renderers.blender.geometry.clean_for_shading`). Meshes built from
@@ -65,12 +66,16 @@ def linear_vertex_colors(color_0: np.ndarray) -> np.ndarray:
 
 
 def coincident_polygon_mask(vertices: np.ndarray, loop_vertices: np.ndarray, loop_start: np.ndarray,
-                            loop_total: np.ndarray, relative: float = COINCIDENCE_RELATIVE) -> np.ndarray:
-    """(P,) bool: True for each polygon whose corner positions (any order, any winding) equal an earlier
-    polygon's. Polygon p has the corners ``vertices[loop_vertices[loop_start[p] : loop_start[p] + loop_total[p]]]``
-    (Blender's mesh layout; triangles are the case ``loop_total == 3``)."""
+                            loop_total: np.ndarray, relative: float = COINCIDENCE_RELATIVE,
+                            priority: np.ndarray | None = None) -> np.ndarray:
+    """(P,) bool: True for each polygon whose corner positions (any order, any winding) equal another's that
+    is kept: of each such group, the polygon with the lowest ``priority`` ((P,) ints, default all 0) and,
+    among those, the earliest is kept. Polygon p has the corners
+    ``vertices[loop_vertices[loop_start[p] : loop_start[p] + loop_total[p]]]`` (Blender's mesh layout;
+    triangles are the case ``loop_total == 3``)."""
     vertices = np.asarray(vertices, np.float64)
     loop_start, loop_total = np.asarray(loop_start, np.int64), np.asarray(loop_total, np.int64)
+    priority = np.zeros(len(loop_start), np.int64) if priority is None else np.asarray(priority, np.int64)
     duplicate = np.zeros(len(loop_start), bool)
     if len(loop_start) == 0 or len(vertices) == 0:
         return duplicate
@@ -81,18 +86,24 @@ def coincident_polygon_mask(vertices: np.ndarray, loop_vertices: np.ndarray, loo
         corners = quantized[np.asarray(loop_vertices)[loop_start[which, None] + np.arange(count)]]  # (k, n, 3)
         order = np.lexsort(corners.transpose(2, 0, 1)[::-1], axis=-1)  # each polygon's corners sorted
         keys = np.take_along_axis(corners, order[..., None], axis=1).reshape(len(which), -1)
-        _, first = np.unique(keys, axis=0, return_index=True)
+        # sorted by corners, then priority, then position; the first of each run of equal corners is kept
+        ranked = np.lexsort((np.arange(len(which)), priority[which], *keys.T[::-1]))
+        ranked_keys = keys[ranked]
+        first = np.ones(len(which), bool)
+        first[1:] = (ranked_keys[1:] != ranked_keys[:-1]).any(axis=1)
         repeated = np.ones(len(which), bool)
-        repeated[first] = False
+        repeated[ranked[first]] = False
         duplicate[which[repeated]] = True
     return duplicate
 
 
-def coincident_face_mask(vertices: np.ndarray, faces: np.ndarray, relative: float = COINCIDENCE_RELATIVE) -> np.ndarray:
-    """(F,) bool: True for each triangle whose three corner positions (any order) equal an earlier one's."""
+def coincident_face_mask(vertices: np.ndarray, faces: np.ndarray, relative: float = COINCIDENCE_RELATIVE,
+                         priority: np.ndarray | None = None) -> np.ndarray:
+    """(F,) bool: True for each triangle whose three corner positions (any order) equal a kept one's (the
+    lowest ``priority``, then the earliest: :func:`coincident_polygon_mask`)."""
     faces = np.asarray(faces, np.int64)
     return coincident_polygon_mask(vertices, faces.ravel(), 3 * np.arange(len(faces)), np.full(len(faces), 3),
-                                   relative)
+                                   relative, priority)
 
 
 def drop_coincident_faces(mesh: trimesh.Trimesh) -> int:
@@ -106,12 +117,48 @@ def drop_coincident_faces(mesh: trimesh.Trimesh) -> int:
     return count
 
 
+def keep_rank(textured: bool, base_color) -> int:
+    """Which of coincident faces every renderer keeps: the lowest rank, a textured face before an untextured
+    one, then the brighter base colour (``base_color``: RGB in 0..1 as the file stores it), so the choice
+    depends on the faces' materials, not on the order a reader lists them in (trimesh groups an OBJ's faces
+    by material, Blender keeps the file's order)."""
+    level = int(round(255 * float(np.clip(np.mean(np.asarray(base_color, np.float64)[:3]), 0.0, 1.0))))
+    return (0 if textured else 256) + 255 - level
+
+
+def _mesh_rank(mesh: trimesh.Trimesh) -> int:
+    visual = mesh.visual
+    if isinstance(visual, trimesh.visual.TextureVisuals) and visual.material is not None:
+        material = visual.material
+        color = getattr(material, "diffuse", None)
+        if color is None:
+            color = getattr(material, "baseColorFactor", None)
+        color = np.asarray(color if color is not None else (255, 255, 255), np.float64)
+        return keep_rank(is_textured(mesh), color[:3] / (255.0 if color.max() > 1.0 else 1.0))
+    if isinstance(visual, trimesh.visual.ColorVisuals) and visual.defined:
+        return keep_rank(False, np.asarray(visual.main_color, np.float64)[:3] / 255.0)
+    return keep_rank(False, np.asarray(PLAIN_COLOR[:3]) / 255.0)
+
+
+def is_textured(mesh: trimesh.Trimesh) -> bool:
+    """Whether the mesh shows a texture image: texture visuals with per-vertex UVs and an image in its
+    material (``SimpleMaterial.image`` from OBJ/MTL, ``PBRMaterial.baseColorTexture`` from glTF)."""
+    visual = mesh.visual
+    if not isinstance(visual, trimesh.visual.TextureVisuals) or visual.uv is None or len(visual.uv) != len(mesh.vertices):
+        return False
+    material = visual.material
+    return getattr(material, "image", None) is not None or getattr(material, "baseColorTexture", None) is not None
+
+
 def prepare_for_shading(scene: trimesh.Scene) -> tuple[trimesh.Scene, int]:
     """The scene as every renderer shades it, and the number of faces dropped; the input is not modified.
 
     Each mesh instance is placed in the object frame (its node transform applied, one mesh per node, in the
-    scene graph's order), and a face whose corner positions repeat an earlier face's, in the same mesh or an
-    earlier one (ShapeNet's models often lay a textured copy over a plain part), is dropped. Winding is left
+    scene graph's order), and of faces with the same corner positions, in one mesh or several (ShapeNet's
+    models hold most faces twice, often a textured copy over a plain one), one is kept: a textured one
+    (:func:`is_textured`) before an untextured one, then the brighter material (:func:`keep_rank`), then
+    the earliest; Blender keeps the same one
+    (:func:`voxforge.renderers.blender.geometry.clean_for_shading`). Winding is left
     as it is: these meshes are shaded with face normals, two-sided. A renderer that draws the meshes in the
     returned order gets the same image every time (pyrender draws meshes in a set's order otherwise)."""
     pieces = []
@@ -128,8 +175,10 @@ def prepare_for_shading(scene: trimesh.Scene) -> tuple[trimesh.Scene, int]:
     if not pieces:
         return prepared, 0
     offsets = np.cumsum([0] + [len(mesh.vertices) for _, mesh in pieces])
+    priority = np.concatenate([np.full(len(mesh.faces), _mesh_rank(mesh)) for _, mesh in pieces])
     duplicate = coincident_face_mask(np.concatenate([mesh.vertices for _, mesh in pieces]),
-                                     np.concatenate([mesh.faces + offset for (_, mesh), offset in zip(pieces, offsets)]))
+                                     np.concatenate([mesh.faces + offset for (_, mesh), offset in zip(pieces, offsets)]),
+                                     priority=priority)
     start = 0
     for node_name, mesh in pieces:
         mine = duplicate[start:start + len(mesh.faces)]

@@ -190,13 +190,48 @@ def linear_to_srgb(values: np.ndarray) -> np.ndarray:
     return np.where(values <= 0.0031308, values * 12.92, 1.055 * np.power(values, 1 / 2.4) - 0.055)
 
 
-def clean_for_shading(bpy) -> int:
-    """Prepare every mesh Blender holds for shading (:mod:`voxforge.renderers.shading`): a face that repeats
-    the world-space corner positions of an earlier face (in the same object or one earlier by name) is
-    deleted, and face normals are recalculated so that each connected region winds consistently and faces
-    outward (Blender's "Recalculate Outside"). A mesh shared by several objects (instances) loses no face,
-    since a face cannot be deleted from one instance alone. Returns the faces deleted.
+def shows_texture(material) -> bool:
+    """Whether ``material`` shows an image: an image-texture node with an image, feeding something (an
+    image left out as unsafe or missing has had its links removed)."""
+    tree = material.node_tree if material is not None else None
+    return tree is not None and any(node.type == "TEX_IMAGE" and node.image is not None
+                                    and any(output.is_linked for output in node.outputs) for node in tree.nodes)
 
+
+def _material_rank(material) -> int:
+    from voxforge.renderers.shading import keep_rank
+
+    if material is None:
+        return keep_rank(False, np.asarray(PLAIN_COLOR[:3]) / 255.0)
+    principled = _principled(material) if material.node_tree is not None else None
+    color = principled.inputs["Base Color"].default_value[:3] if principled is not None else material.diffuse_color[:3]
+    return keep_rank(shows_texture(material), color)
+
+
+def polygon_priority(obj) -> np.ndarray:
+    """(P,) int per polygon of ``obj``: the rank of its material
+    (:func:`voxforge.renderers.shading.keep_rank`: textured first, then brighter), the order in which
+    :func:`voxforge.renderers.shading.coincident_polygon_mask` keeps coincident faces, as for pyrender."""
+    mesh = obj.data
+    slots = np.array([_material_rank(slot.material) for slot in obj.material_slots]
+                     or [_material_rank(None)], np.int64)
+    indices = np.empty(len(mesh.polygons), np.int64)
+    mesh.polygons.foreach_get("material_index", indices)
+    return slots[np.clip(indices, 0, len(slots) - 1)]
+
+
+def clean_for_shading(bpy) -> int:
+    """Prepare every mesh Blender holds for shading (:mod:`voxforge.renderers.shading`): of faces with the
+    same world-space corner positions (in one object or several), one is kept, one whose material shows a
+    texture before one whose does not, then the brighter material, then the earliest (objects by name,
+    faces in order), as
+    :func:`voxforge.renderers.shading.prepare_for_shading` keeps for pyrender; face normals are
+    recalculated so that each connected region winds consistently and faces outward (Blender's
+    "Recalculate Outside"), and the mesh is validated. A mesh shared by several objects (instances) loses
+    no face, since a face cannot be deleted from one instance alone. Returns the faces deleted.
+
+    OBJ files are imported without Blender's own validation (:mod:`.importers`), which would drop
+    duplicate faces first, keeping whichever comes first in the file whatever its material.
     Only what is rendered changes; voxels and points come from the pipeline's own triangles."""
     import bmesh
 
@@ -217,15 +252,16 @@ def clean_for_shading(bpy) -> int:
         mesh.polygons.foreach_get("loop_total", totals)
         loops = np.empty(len(mesh.loops), np.int64)
         mesh.loops.foreach_get("vertex_index", loops)
-        parts.append((world, loops + vertex_offset, starts + loop_offset, totals))
+        parts.append((world, loops + vertex_offset, starts + loop_offset, totals, polygon_priority(obj)))
         vertex_offset += len(world)
         loop_offset += len(loops)
     if not parts:
         return 0
-    duplicate = coincident_polygon_mask(*(np.concatenate(column) for column in zip(*parts)))
+    world, loops, starts, totals, priority = (np.concatenate(column) for column in zip(*parts))
+    duplicate = coincident_polygon_mask(world, loops, starts, totals, priority=priority)
     flagged: dict = {}
     start = 0
-    for obj, (_, _, starts, _) in zip(objects, parts):
+    for obj, (_, _, starts, _, _) in zip(objects, parts):
         mine = duplicate[start:start + len(starts)]
         start += len(starts)
         if obj.data.users == 1:
@@ -244,6 +280,7 @@ def clean_for_shading(bpy) -> int:
             editable.to_mesh(mesh)
         finally:
             editable.free()
+        mesh.validate(verbose=False)
         mesh.update()
         deleted += len(faces)
     return deleted

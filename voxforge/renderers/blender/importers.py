@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 Y_UP_TO_Z_UP = np.array([[1.0, 0, 0, 0], [0, 0, -1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])
 KEEP_AXES = {"forward_axis": "Y", "up_axis": "Z"}  # Blender's own axes: the importer changes nothing
 # object-frame units (the object's diagonal is 1): bounds must agree closely; the area-weighted centroid
-# a little less, as Blender's mesh validation drops duplicate faces that trimesh keeps (and counts twice)
+# a little less, as importers other than OBJ's validate meshes and drop duplicate faces that trimesh keeps
+# (and counts twice)
 BOUNDS_TOLERANCE, CENTROID_TOLERANCE = 2e-3, 5e-3
 
 
@@ -58,7 +59,11 @@ class Importer:
 
 
 def _obj(bpy, path: str) -> None:
-    bpy.ops.wm.obj_import(filepath=path, validate_meshes=True, **KEEP_AXES)
+    # Not validated here: validation drops duplicate faces keeping the first in the file whatever its
+    # material, where clean_for_shading keeps a textured copy as pyrender does, then validates. The
+    # importer itself skips faces with out-of-range indices or fewer than 3 corners and splits faces that
+    # use a vertex twice, so the mesh it makes is sound until then.
+    bpy.ops.wm.obj_import(filepath=path, validate_meshes=False, **KEEP_AXES)
 
 
 def _ply(bpy, path: str) -> None:
