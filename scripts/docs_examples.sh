@@ -101,6 +101,9 @@ pointcloud() {
   show pipeline train --arch reconstnet --data pcdata --out run_cli --iterations 30 --batch-size 8 --width 0.25 \
     --workers 2 --lr 1e-3
   show pipeline eval run_cli --data pcdata --split test
+  python -c 'import sys; from PIL import Image; from voxforge.loaders import open_dataset
+Image.fromarray(next(iter(open_dataset("pcdata", "test")))["images"][0]).save("pc_view.png")'
+  show pipeline predict run_cli pc_view.png --out pc_pred
 }
 
 meshes() {

@@ -195,3 +195,22 @@ def test_train_resume_and_eval_through_the_cli(tmp_path):
     assert set(lmnet["mean"]) == {"chamfer", "fscore", "emd"} and set(lmnet["mean"]["fscore"]) == {"0.01", "0.02", "0.05"}
     assert main(["train", "--arch", "reconstnet", "--data", str(tmp_path), "--out", str(tmp_path / "x"),
                  "--iterations", "1"]) == 2  # not a dataset: a clear error, no traceback
+
+    # predict: one cloud per image, the same points the evaluation computes for that view
+    from PIL import Image
+
+    from voxforge.loaders import open_dataset
+    from voxforge.models.reconstnet.train import load_run
+
+    sample = next(iter(open_dataset(data, "train")))
+    view = tmp_path / "view.png"
+    Image.fromarray(sample["images"][1]).save(view)
+    assert main(["predict", str(tmp_path / "straight"), str(view), "--out", str(tmp_path / "pred")]) == 0
+    cloud = np.load(tmp_path / "pred" / "view.npy")
+    model, _, _ = load_run(tmp_path / "straight")
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(sample["images"][1:2]).permute(0, 3, 1, 2).float() / 255)["points"]
+    assert cloud.shape == (64, 3) and np.allclose(cloud, expected[0].numpy(), atol=1e-5)
+    import trimesh
+
+    assert np.allclose(trimesh.load(tmp_path / "pred" / "view.ply").vertices, cloud)

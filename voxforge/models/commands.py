@@ -120,10 +120,12 @@ def add_eval_options(parser) -> None:
 
 def add_predict_parser(commands) -> None:
     predict = commands.add_parser("predict", help="reconstruct with a trained run: voxels (binvox) and a mesh from a "
-                                  "few views (3D-R2N2), or one mesh (OBJ) per RGBA image (softras)")
+                                  "few views (3D-R2N2), one point cloud (PLY, NPY) per image (reconstnet), or one "
+                                  "mesh (OBJ) per RGBA image (softras)")
     predict.add_argument("run", help="run folder written by pipeline train")
     predict.add_argument("images", nargs="+", help="3D-R2N2: views of one object (PNG/JPEG; RGBA goes over grey 240); "
-                         "softras: RGBA images, the object's mask in alpha, one mesh each")
+                         "reconstnet: images (as for 3D-R2N2), one cloud each; softras: RGBA images, the object's "
+                         "mask in alpha, one mesh each")
     predict.add_argument("--out", help="output folder (default RUN/predict)")
     predict.add_argument("--threshold", type=float, default=0.4, help="3D-R2N2: occupancy threshold (default 0.4)")
     predict.add_argument("--device", help="cuda or cpu (default: cuda when available)")

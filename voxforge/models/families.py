@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
+# arch -> the module with its train_command, eval_command and predict_command; every other arch is a
+# 3D-R2N2 variant (voxforge.models.r2n2.network.VARIANTS)
+COMMANDS = {"reconstnet": "voxforge.models.reconstnet.commands", "softras": "voxforge.models.softras.commands"}
+R2N2_COMMANDS = "voxforge.models.r2n2.commands"
+
+
+def family_commands(arch: str):
+    """The commands module (``train_command``, ``eval_command``, ``predict_command``, each taking the parsed
+    arguments and returning an exit status) of the model family that trains ``arch``."""
+    return importlib.import_module(COMMANDS.get(arch, R2N2_COMMANDS))
+
 
 def family_trainer(arch: str):
     """(configuration class, ``batches(data, config, loader_workers)``, ``train(config, batches, out, resume,

@@ -259,6 +259,12 @@ def _user_errors(command):
     return run_command
 
 
+def family_commands(arch: str):
+    from voxforge.models.families import family_commands
+
+    return family_commands(arch)
+
+
 def _train(args) -> int:
     from voxforge.models.r2n2.network import VARIANTS
     from voxforge.models.stopping import RunFolderError, prepare_run_dir
@@ -281,17 +287,7 @@ def _train(args) -> int:
         if args.resume and os.path.isdir(args.out) and os.listdir(args.out) \
                 and not os.path.exists(os.path.join(args.out, "checkpoint.pt")):
             print(f"--resume: {args.out} holds no checkpoint.pt; training starts at iteration 0", file=sys.stderr)
-    if args.arch == "reconstnet":
-        from voxforge.models.reconstnet.commands import train_command
-
-        return train_command(args)
-    if args.arch == "softras":
-        from voxforge.models.softras.commands import train_command
-
-        return train_command(args)
-    from voxforge.models.r2n2.commands import train_command
-
-    return train_command(args)
+    return family_commands(args.arch).train_command(args)
 
 
 def _eval(args) -> int:
@@ -301,30 +297,13 @@ def _eval(args) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    arch = run_arch(args.run)
-    if arch == "reconstnet":
-        from voxforge.models.reconstnet.commands import eval_command
-
-        return eval_command(args)
-    if arch == "softras":
-        from voxforge.models.softras.commands import eval_command
-
-        return eval_command(args)
-    from voxforge.models.r2n2.commands import eval_command as r2n2_eval
-
-    return r2n2_eval(args)
+    return family_commands(run_arch(args.run)).eval_command(args)
 
 
 def _predict(args) -> int:
     from voxforge.models.engine import run_arch
 
-    if run_arch(args.run) == "softras":
-        from voxforge.models.softras.commands import predict_command
-
-        return predict_command(args)
-    from voxforge.models.r2n2.commands import predict_command
-
-    return predict_command(args)
+    return family_commands(run_arch(args.run)).predict_command(args)
 
 
 def _publish(args) -> int:

@@ -1,4 +1,5 @@
-"""``pipeline train --arch reconstnet`` and ``pipeline eval`` of its runs (the CLI parses, this runs)."""
+"""``pipeline train --arch reconstnet``, and ``pipeline eval`` and ``pipeline predict`` of its runs (the CLI
+parses, this runs)."""
 
 from __future__ import annotations
 
@@ -54,4 +55,24 @@ def eval_command(args) -> int:
             line = f"  {category:<12} {values['chamfer']:>9.5f}" + "".join(f" {values['fscore'][t]:>8.3f}" for t in thresholds)
             print(line + (f" {values['emd']:>8.5f}" if "emd" in values else ""))
     write_report(args.run, report, [])
+    return 0
+
+
+def predict_command(args) -> int:
+    """``pipeline predict RUN IMAGE...`` for a reconstnet run: one point cloud per image."""
+    import os
+    import sys
+
+    from voxforge.models.reconstnet.predict import predict
+
+    out = args.out or os.path.join(args.run, "predict")
+    try:
+        result = predict(args.run, args.images, out, device=args.device)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    where = "object frame" if result["frame"] == "object" else "the input camera's frame"
+    print(f"{result['views']} image(s) -> one point cloud each ({result['points']} points, {where}; .ply and .npy)")
+    for name, path in result["files"].items():
+        print(f"  {name}: {path}")
     return 0
