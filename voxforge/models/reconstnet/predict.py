@@ -25,8 +25,8 @@ def network_input(path: str | Path, image_size: int) -> np.ndarray:
     with Image.open(path) as opened:
         width, height = opened.size
     if width == height and width <= max(image_size, R2N2_RENDER_SIZE):
-        return crop_views(load_view(path, width)[None], image_size, rng=None)[0]
-    return load_view(path, image_size)
+        return np.array(crop_views(load_view(path, width)[None], image_size, rng=None)[0])  # writable, for torch
+    return np.array(load_view(path, image_size))
 
 
 def predict(run_dir: str | Path, images: list[str | Path], out: str | Path, device: str | None = None) -> dict:
