@@ -38,6 +38,8 @@ CASES = {
                                           "--out", "{new}"], "new", "cannot read zzz"),
     "run: unknown preset": (["run", "procedural", "--preset", "shapenet", "--out", "{new}"], "new", "--preset"),
     "run: malformed mirror": (["run", "objaverse", "--mirror", "hf", "--out", "{new}"], "new", "PREFIX=URL"),
+    "run: unknown renderer": (["run", "procedural", "--renderer", "blender-cyles", "--out", "{new}"], "new",
+                              "unknown --renderer 'blender-cyles'"),
     "run: denoise with pyrender": (["run", "procedural", "--denoise", "--out", "{new}"], "new", "--denoise"),
     "run: no Cycles samples": (["run", "procedural", "--renderer", "blender", "--cycles-samples", "0",
                                 "--out", "{new}"], "new", "--cycles-samples"),
@@ -74,3 +76,18 @@ def test_a_mistake_is_one_line_and_touches_nothing(case, places, capsys):
     assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
     assert said in err, err
     assert snapshot(places[watched]) == before
+
+
+def test_the_renderer_names_the_config_accepts_are_the_registered_ones():
+    from voxforge.pipeline.config import RENDERER_NAMES
+    from voxforge.renderers import RENDERERS
+
+    assert sorted(RENDERER_NAMES) == sorted(RENDERERS)
+
+
+def test_version(capsys):
+    from voxforge import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"pipeline (voxforge) {__version__}"

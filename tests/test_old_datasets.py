@@ -318,4 +318,6 @@ def test_oldest_release_the_shards_card_names_reads_a_folder_published_without_p
 def test_card_tells_older_releases_what_to_do(made):
     card = (made["shards_only"] / "README.md").read_text()
     assert f"datasets < {DATASETS_FOR_CARD}" in card
-    assert 'load_dataset("webdataset", data_files={"train": "hf://datasets/tiny/train/*.tar"}' in card
+    # a folder's card loads the folder by its name (a Hub repo's names hf://datasets/OWNER/NAME)
+    assert 'load_dataset("webdataset", data_files={"train": "shards-only/train/*.tar"}' in card
+    assert 'load_dataset("shards-only", split="train")' in card

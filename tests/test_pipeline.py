@@ -220,7 +220,22 @@ def test_killed_run_resumes_to_the_same_bytes_as_an_uninterrupted_run(tmp_path, 
     assert (out / "manifest.jsonl").read_text() == (reference / "manifest.jsonl").read_text()
 
 
-def test_missing_gl_is_one_clear_error(tmp_path, monkeypatch):
+def test_missing_gl_is_one_clear_error_and_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.setenv("PYOPENGL_PLATFORM", "no-such-platform")
-    with pytest.raises(RunError, match="cannot start on this machine"):
-        run(small_config(tmp_path, limit=1))
+    with pytest.raises(RunError, match="cannot start on this machine.*Mesa's EGL"):
+        run(small_config(tmp_path / "out", limit=1))
+    assert not (tmp_path / "out").exists()  # checked before the output is made
+
+
+def test_a_missing_renderer_extra_names_the_extra_only(tmp_path, monkeypatch):
+    import voxforge.renderers as renderers
+
+    def missing(name):
+        raise ImportError("the Blender renderer needs the bpy module (No module named 'bpy'); install it with: "
+                          "pip install -e '.[blender]'")
+
+    monkeypatch.setattr(renderers, "get_renderer", missing)
+    with pytest.raises(RunError) as error:
+        run(small_config(tmp_path / "out", limit=1, renderer="blender"))
+    assert "pip install -e '.[blender]'" in str(error.value) and "EGL" not in str(error.value)
+    assert not (tmp_path / "out").exists()

@@ -52,6 +52,6 @@ def test_datasets_are_built_and_exported_without_torch(tmp_path):
     assert out["codes"] == {"inspect": 0, "export parquet": 0, "export r2n2": 0, "publish": 0,
                             "train": 2, "eval": 2}
     assert not out["torch_imported"] and attempts.read_text() == "xx"  # tried by train and eval only
-    assert "error: pipeline train needs PyTorch, which is not installed here; install the train extra: " \
-           "pip install -e '.[train]'" in result.stderr
+    assert "error: pipeline train needs PyTorch, which is not installed in this environment; install the train " \
+           f"extra, from the voxforge folder: {sys.executable} -m pip install -e '.[train]'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -129,12 +129,14 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str | None = "preview.png",
-                 info: dict | None = None, parquet_bytes: dict[str, int] | None = None) -> str:
+                 info: dict | None = None, parquet_bytes: dict[str, int] | None = None,
+                 folder: str | None = None) -> str:
     """README.md for a published dataset: YAML metadata, then what it holds and how it was made.
 
     ``info`` replaces the dataset's own ``dataset.json`` (publishing passes the copy without local paths).
     ``parquet_bytes`` (split -> bytes) says a Parquet copy is published in :data:`PARQUET_FOLDER`, which
-    the card then makes the default config (:func:`card_metadata`).
+    the card then makes the default config (:func:`card_metadata`). The usage lines load ``repo_id`` from
+    the Hub, else the published ``folder`` by name.
     """
     import yaml
 
@@ -152,7 +154,9 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
     category_rows = [[name] + [c[s] for s in present] + [sum(c.values())] for name, c in sorted(per_category.items())]
     category_rows.append(["**total**"] + [counts["per_split"][s] for s in present] + [counts["objects"]])
     license_rows = [[text, hub_license(text), n] for text, n in sorted(info.get("licenses", {}).items())]
-    name = repo_id or info.get("name") or "DATASET"
+    # what the usage lines load: the Hub repo, or the published folder (its name; the reader's path to it)
+    name = repo_id or folder or info.get("name") or "DATASET"
+    shards = f"hf://datasets/{repo_id}" if repo_id else name
     source = config["source"] + (f" ({config['path']})" if config.get("path") and config["source"] != "local" else "")
     cycles = (f", {config.get('cycles_samples', 4)} samples per pixel{' and OpenImageDenoise' if config.get('denoise') else ''}"
               if config["renderer"] in ("blender", "blender-cycles") else "")
@@ -169,14 +173,14 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
 import json; meta = json.loads(data[0]["metadata"])  # the sample's json member
 
 # the WebDataset shards themselves (datasets >= 2.16; column types guessed from the first samples)
-data = load_dataset("webdataset", data_files={{"train": "hf://datasets/{name}/train/*.tar"}}, split="train")"""
+data = load_dataset("webdataset", data_files={{"train": "{shards}/train/*.tar"}}, split="train")"""
     else:
         parquet_text = ""
         use_text = f"""data = load_dataset("{name}", split="train")   # columns: json, rgb_NN.png, mask_NN.png, voxels.binvox, points.npy, ...
 
 # datasets < {DATASETS_FOR_CARD} lacks the Json type of the `json` column and fails on this card; from 2.16 on,
 # name the shards instead (the columns' types are then guessed from the first samples; .npy stays bytes before 2.20)
-data = load_dataset("webdataset", data_files={{"train": "hf://datasets/{name}/train/*.tar"}}, split="train")"""
+data = load_dataset("webdataset", data_files={{"train": "{shards}/train/*.tar"}}, split="train")"""
     body = f"""
 # {info.get('name') or 'voxforge dataset'}
 
@@ -220,12 +224,12 @@ from datasets import load_dataset
 
 # or stream the shards straight into PyTorch training batches
 from voxforge.loaders.torch import ShardDataset
-samples = ShardDataset("hf://datasets/{name}", split="train", shuffle_buffer=64, max_views=5)
+samples = ShardDataset("{shards}", split="train", shuffle_buffer=64, max_views=5)
 ```
 
 ## How it was made
 
-{made_with} Split ratios {config.get('split_ratios')}; {config['shard_size']} objects per shard.
+{made_with} Split ratios {config.get('split_ratios')}; at most {config['shard_size']} objects per shard.
 Software: {software}. Last updated {info.get('updated', '')}.
 """
     if parquet_bytes is not None:

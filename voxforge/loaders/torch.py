@@ -26,8 +26,8 @@ import numpy as np
 try:
     import torch
 except ImportError as error:  # the core install builds datasets without PyTorch
-    raise ImportError(f"voxforge.loaders.torch needs PyTorch ({error}); install the train extra: "
-                      "pip install -e '.[train]' (or pip install 'voxforge[train]')") from error
+    raise ImportError(f"voxforge.loaders.torch needs PyTorch ({error}); install the train extra, from the "
+                      "voxforge folder: python -m pip install -e '.[train]'") from error
 from torch.utils.data import IterableDataset, get_worker_info
 
 from voxforge.loaders import format as fmt

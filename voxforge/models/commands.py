@@ -3,6 +3,8 @@ of them; each family's own commands are in its package (``voxforge.models.r2n2.c
 
 from __future__ import annotations
 
+import numpy as np
+
 import json
 import sys
 from pathlib import Path
@@ -45,6 +47,18 @@ def train_on_ray(args, config) -> int:
     print(f"trained {metrics.get('iteration')} iterations on {args.ray_workers or 1} Ray workers; "
           f"last loss {metrics.get('loss', float('nan')):.4f}; run: {args.out}")
     return 0
+
+
+def start_and_end(values: list[float], log_every: int | None) -> tuple[int, float, float]:
+    """(window, mean of the first ``window`` values, mean of the last ``window``) of a per-iteration series:
+    what a training command prints, the same windowed means as ``metrics.csv`` and the progress bar
+    (``window`` is the logging interval, at most half the run)."""
+    from voxforge.models.engine import EngineConfig
+
+    if not values:
+        return 0, float("nan"), float("nan")
+    window = max(1, min(log_every or EngineConfig.log_every, len(values) // 2))
+    return window, float(np.mean(values[:window])), float(np.mean(values[-window:]))
 
 
 def run_training(args, arch: str, config=None):

@@ -21,6 +21,12 @@ def _csv(kind):
     return parse
 
 
+def _version() -> str:
+    from voxforge import __version__
+
+    return __version__
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a two-line answer to a mistyped command line: the error and where the options are
     listed (argparse's default prints the whole usage, 30+ lines for ``run``, above the one line that matters)."""
@@ -31,6 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pipeline", description="Build multi-view 3D datasets from mesh collections.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (voxforge) {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="fetch, render, voxelize and write a dataset (resumes when re-run)")
@@ -142,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--sheet", help="contact sheet path (default DATASET/contact_sheet.png; for a URL, "
                          "NAME-contact_sheet.png here)")
     inspect.add_argument("--samples", type=int, default=8, help="samples on the contact sheet")
-    export = commands.add_parser("export", help="write a dataset in another layout (3D-R2N2 / Pix2Vox, Parquet)")
+    export = commands.add_parser("export", help="write a dataset in another layout (3D-R2N2 / Pix2Vox, SoftRas, "
+                                 "Parquet)")
     export.add_argument("dataset", help="voxforge dataset folder or URL")
     export.add_argument("--layout", choices=("r2n2", "parquet", "softras"), default="r2n2",
                         help="r2n2: the 3D-R2N2 folders (default); parquet: one row per object; softras: SoftRas/NMR "
@@ -220,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_options(train)
 
-    evaluate = commands.add_parser("eval", help="IoU of a trained run per category and number of views")
+    evaluate = commands.add_parser("eval", help="score a trained run per category: voxel IoU (3D-R2N2, softras) or "
+                                   "Chamfer and F-scores (reconstnet)")
     evaluate.add_argument("run", help="run folder written by pipeline train")
     evaluate.add_argument("--data", required=True, help="voxforge dataset folder or URL, or 3D-R2N2 layout folder")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every object)")
@@ -454,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import torch  # noqa: F401 (the command imports it anyway; a failed import is the answer)
         except ImportError:
-            print(f"error: pipeline {args.command} needs PyTorch, which is not installed here; install the train "
-                  "extra: pip install -e '.[train]' (or pip install 'voxforge[train]')", file=sys.stderr)
+            print(f"error: pipeline {args.command} needs PyTorch, which is not installed in this environment; "
+                  f"install the train extra, from the voxforge folder: {sys.executable} -m pip install -e '.[train]'",
+                  file=sys.stderr)
             return 2
     return _user_errors(commands[args.command])(args)
 

@@ -14,6 +14,8 @@ SAMPLE_DEFINING = (
     "voxel_extent", "fps_prefix", "cycles_samples", "denoise",
 )
 CYCLES_RENDERERS = ("blender", "blender-cycles")  # the renderers --cycles-samples and --denoise apply to
+# voxforge.renderers.RENDERERS' names (a test checks they agree; that module imports the renderers' base)
+RENDERER_NAMES = ("pyrender", "blender", "blender-cycles", "blender-workbench", "blender-eevee")
 
 
 @dataclass
@@ -111,6 +113,8 @@ class RunConfig:
             (self.voxel_surface in ("raster", "exact"), "--voxel-surface must be raster or exact"),
             (self.points >= 1, "--points must be at least 1"),
             (self.workers >= 1 or (self.workers == 0 and self.address), "--workers must be at least 1"),
+            (self.renderer in RENDERER_NAMES,
+             f"unknown --renderer {self.renderer!r}; choose one of {', '.join(RENDERER_NAMES)}"),
             (1 <= self.supersample <= 4, "--supersample must be in 1..4"),
             (1 <= self.cycles_samples <= 4096, "--cycles-samples must be in 1..4096"),
             (self.renderer in CYCLES_RENDERERS or (self.cycles_samples == 4 and not self.denoise),

@@ -179,7 +179,7 @@ def _require_verified(dataset: str | Path) -> Verified:
 
 
 def publish_files(verified: Verified, staging: Path, repo_id: str | None,
-                  parquet: bool = True) -> list[tuple[str, str | Path]]:
+                  parquet: bool = True, folder: str | None = None) -> list[tuple[str, str | Path]]:
     """(path in the destination, source) for everything published: a source is a file of the dataset
     (its path relative to the dataset) or a ``Path`` made in ``staging`` (summary, card, preview, and with
     ``parquet`` the Parquet copy of every split, :func:`voxforge.loaders.parquet.export_parquet`)."""
@@ -210,7 +210,7 @@ def publish_files(verified: Verified, staging: Path, repo_id: str | None,
         files.append((PREVIEW_FILE, preview))
     card = staging / CARD_FILE
     card.write_text(dataset_card(where.url, repo_id, PREVIEW_FILE if preview else None, info=info,
-                                 parquet_bytes=parquet_bytes))
+                                 parquet_bytes=parquet_bytes, folder=folder))
     files.append((CARD_FILE, card))  # last: a partial upload never advertises splits it lacks
     return files
 
@@ -416,7 +416,8 @@ def publish(dataset: str | Path, to: str, private: bool = True, token: str | Non
                "shards": len(verified.shards), "to": to}
     with tempfile.TemporaryDirectory(prefix="voxforge-publish-") as staging:
         staging = Path(staging)
-        files = publish_files(verified, staging, repo_id, parquet=parquet)
+        folder = None if repo_id else Path(to).stem if to.endswith((".tar", ".zip")) else Path(to).name
+        files = publish_files(verified, staging, repo_id, parquet=parquet, folder=folder)
         summary["files"] = len(files)
         if repo_id:
             summary.update(_to_hub(files, verified.where, staging, api, repo_id, private, progress, files_per_commit))

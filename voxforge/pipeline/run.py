@@ -157,6 +157,8 @@ def check_renderer(config: RunConfig) -> None:
 
     try:
         get_renderer(config.renderer)(config.size, supersample=config.supersample, **config.renderer_options()).close()
+    except ImportError as error:  # a missing extra (bpy): its message says what to install
+        raise RunError(f"renderer {config.renderer!r} cannot start on this machine: {error}") from None
     except Exception as error:
         raise RunError(
             f"renderer {config.renderer!r} cannot start on this machine: {type(error).__name__}: {error}. "
@@ -205,6 +207,8 @@ def run(config: RunConfig) -> RunSummary:
         from voxforge.renderers.backgrounds import list_background_images
 
         list_background_images(config.backgrounds)
+    if not config.address:  # before anything is written; on a cluster the driver's node may have no GL
+        check_renderer(config)
     try:
         _check_output_is_ours(output_location(config.out))  # before the (possibly long) selection
     except StorageError as error:
@@ -303,8 +307,6 @@ def _run_locked(config: RunConfig, where: Location, source, records: Iterable, l
         where.put_file(staged, plan_name)  # workers on any node read their task from here
     finally:
         staged.unlink(missing_ok=True)
-    if not config.address:  # on a cluster the driver's node may have no GL; workers report per object
-        check_renderer(config)
     init_ray(config)
     import ray.data
 

@@ -63,24 +63,29 @@ def attach_baselines(report: dict, baselines: dict[str, dict[str, float]], synse
     return report
 
 
+def _objects(count: int) -> str:
+    return f"{count} object{'' if count == 1 else 's'}"
+
+
 def format_table(report: dict, split: str) -> str:
     """The printed table: one row per category (at the largest view count) and per view count."""
     thresholds = sorted(report["mean_iou"], key=float)
     most = max(report["per_views"], key=int)
     baseline = report.get("baseline", {}).get("per_category", {})
     head = "  ".join(f"IoU@{t}" for t in thresholds)
-    lines = [f"{report['objects']} objects, {split} split; IoU of occupancy > threshold"
+    lines = [f"{_objects(report['objects'])}, {split} split; IoU of occupancy > threshold"
              + (f"; published = {BASELINE_SOURCE}" if baseline else "")]
-    lines.append(f"  {'':<18} {head}" + ("  published@0.4" if baseline else ""))
+    lines.append(f"  {'':<20} {head}" + ("  published@0.4" if baseline else ""))
 
     def row(name: str, values: dict, published: float | None) -> str:
         cells = "  ".join(f"{values[t]:>{len('IoU@') + len(t)}.3f}" for t in thresholds)
         extra = f"  {published:>14.3f}" if published is not None else ("  " + " " * 13 + "-" if baseline else "")
-        return f"  {name:<18} {cells}{extra}"
+        return f"  {name:<20} {cells}{extra}"
 
     lines.append(row(f"mean ({most} views)", report["mean_iou"], None))
     for category, values in sorted(report["per_category"].items()):
-        lines.append(row(f"{category} ({most})", values, baseline.get(category, {}).get(most)))
+        lines.append(row(f"{category} ({most} view{'s' if most != '1' else ''})", values,
+                         baseline.get(category, {}).get(most)))
     mean_baseline = report.get("baseline", {}).get("mean_over_these_categories", {})
     for count, values in sorted(report["per_views"].items(), key=lambda item: int(item[0])):
         lines.append(row(f"{count} view{'s' if count != '1' else ''}", values, mean_baseline.get(count)))

@@ -128,7 +128,7 @@ def evaluate(model: R2N2, samples: Iterable[dict], views: Iterable[int] = (1, 2,
                 iou = overall["0.4"][-1]
                 rows.append({"views": np.clip(images[:count], 0, 255).astype(np.uint8),
                              "predicted": (probabilities[0] > 0.4).numpy(), "truth": truth[0].numpy().astype(bool),
-                             "caption": f"{sample.get('id', '')} ({category}) {count} views, IoU@0.4 {iou:.3f}"})
+                             "caption": f"{sample.get('id', '')} ({category}) {count} views, IoU@0.4 = {iou:.3f}"})
 
     def mean(groups):  # NaN for no objects (the caller says so), without numpy's empty-slice warning
         return {k: float(np.mean(v)) if v else float("nan") for k, v in groups.items()}

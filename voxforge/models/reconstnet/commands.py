@@ -14,14 +14,15 @@ from voxforge.models.reconstnet.train import (
 
 def train_command(args) -> int:
     """``pipeline train --arch reconstnet``."""
-    from voxforge.models.commands import run_training
+    from voxforge.models.commands import run_training, start_and_end
 
     result = run_training(args, "reconstnet")
     if isinstance(result, int):
         return result
-    history = result["history"]
-    print(f"trained {result['iteration']} iterations; Chamfer {history['chamfer'][0]:.5f} -> {history['chamfer'][-1]:.5f} "
-          f"(squared, means summed); run: {args.out}")
+    if result["rank"] == 0:
+        window, first, last = start_and_end(result["history"]["chamfer"], args.log_every)
+        print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s); Chamfer "
+              f"(squared, means summed), mean of {window} iterations: {first:.5f} -> {last:.5f}; run: {args.out}")
     return 0
 
 
@@ -45,7 +46,9 @@ def eval_command(args) -> int:
     if isinstance(report, int):
         return report
     report.update(run=args.run, data=args.data, split=args.split, iteration=iteration)
-    print(f"{report['objects']} objects, {args.split} split, views: {report['views']}, target frame: {config.frame}")
+    count = report["objects"]
+    print(f"{count} object{'' if count == 1 else 's'}, {args.split} split, views: {report['views']}, "
+          f"target frame: {config.frame}")
     for name, result in report["conventions"].items():
         thresholds = list(result["mean"]["fscore"])
         print(f"[{name}] {result['description']}")

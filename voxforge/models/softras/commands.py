@@ -9,16 +9,13 @@ import numpy as np
 
 
 def train_command(args) -> int:
-    from voxforge.models.commands import run_training
-    from voxforge.models.engine import EngineConfig
+    from voxforge.models.commands import run_training, start_and_end
 
     result = run_training(args, "softras")
     if isinstance(result, int):
         return result
-    history = result["history"]
     if result["rank"] == 0:
-        window = max(1, min(args.log_every or EngineConfig.log_every, len(history["iou"]) // 2))
-        first, last = (float(np.mean(part)) for part in (history["iou"][:window], history["iou"][-window:]))
+        window, first, last = start_and_end(result["history"]["iou"], args.log_every)
         print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s); silhouette "
               f"loss 1 - soft IoU, mean of {window} iterations: {first:.4f} -> {last:.4f}; run: {args.out}")
     return 0
@@ -42,7 +39,7 @@ def eval_command(args) -> int:
         return report
     rows = report.pop("gallery", [])
     report.update(run=str(args.run), data=str(args.data), split=args.split, iteration=iteration)
-    print(f"{report['objects']} objects, {args.split} split, views: {report['views']} "
+    print(f"{report['objects']} object{'' if report['objects'] == 1 else 's'}, {args.split} split, views: {report['views']} "
           f"(voxel IoU of each predicted mesh at the ground truth's resolution)")
     print(f"  {'category':<14} {'IoU':>7} {'mask IoU':>9} {'meshes':>7}")
     for category, values in [("mean", {"iou": report["mean_iou"], "silhouette_iou": report["mean_silhouette_iou"],

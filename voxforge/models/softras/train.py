@@ -217,7 +217,7 @@ def evaluate_softras(model: MeshReconstructor, samples: Iterable[dict], views: i
             if index == 0 and len(rows) < gallery:
                 rows.append({"views": [shown[0], silhouettes[0].astype(np.uint8) * 255, masks[0].astype(np.uint8) * 255],
                              "predicted": predicted, "truth": truth,
-                             "caption": f"{sample.get('id', '')} ({sample['category']}) IoU {iou:.3f}"})
+                             "caption": f"{sample.get('id', '')} ({sample['category']}) voxel IoU = {iou:.3f}"})
         objects += 1
 
     def mean(values: list[float]) -> float:  # NaN for no objects (the caller says so)
