@@ -272,3 +272,30 @@ def test_no_object_renders_darker_than_the_floor(three_renders):
         for engine, result in renders.items():
             assert dark_views(result.color, result.alpha, floor=40.0) == [], (name, engine,
                                                                                object_luma(result.color, result.alpha))
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(not HAVE_BPY, reason="bpy (the blender extra) is not installed")
+def test_a_material_without_a_principled_shader_still_ranks():
+    """Files bring materials of any node graph (an emission-only one here): ranked by their colour."""
+    from voxforge.renderers.blender import runtime
+    from voxforge.renderers.blender.geometry import polygon_priority
+
+    def ranks() -> list[int]:
+        bpy = runtime.load_bpy()
+        with runtime.blender_output():
+            runtime.clear_object_data()
+            bpy.ops.mesh.primitive_cube_add(size=1.0)
+        cube = bpy.context.active_object
+        material = bpy.data.materials.new("emission only")
+        for node in [n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"]:
+            material.node_tree.nodes.remove(node)
+        material.diffuse_color = (0.2, 0.2, 0.2, 1.0)
+        cube.data.materials.append(material)
+        try:
+            return polygon_priority(cube).tolist()
+        finally:
+            with runtime.blender_output():
+                runtime.clear_object_data()
+
+    assert runtime.call(ranks) == [keep_rank(False, (0.2, 0.2, 0.2))] * 6

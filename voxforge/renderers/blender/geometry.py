@@ -203,7 +203,8 @@ def _material_rank(material) -> int:
 
     if material is None:
         return keep_rank(False, np.asarray(PLAIN_COLOR[:3]) / 255.0)
-    principled = _principled(material) if material.node_tree is not None else None
+    nodes = material.node_tree.nodes if material.node_tree is not None else ()
+    principled = next((node for node in nodes if node.type == "BSDF_PRINCIPLED"), None)  # not every material has one
     color = principled.inputs["Base Color"].default_value[:3] if principled is not None else material.diffuse_color[:3]
     return keep_rank(shows_texture(material), color)
 
@@ -257,8 +258,8 @@ def clean_for_shading(bpy) -> int:
         loop_offset += len(loops)
     if not parts:
         return 0
-    world, loops, starts, totals, priority = (np.concatenate(column) for column in zip(*parts))
-    duplicate = coincident_polygon_mask(world, loops, starts, totals, priority=priority)
+    all_world, all_loops, all_starts, all_totals, all_priority = (np.concatenate(column) for column in zip(*parts))
+    duplicate = coincident_polygon_mask(all_world, all_loops, all_starts, all_totals, priority=all_priority)
     flagged: dict = {}
     start = 0
     for obj, (_, _, starts, _, _) in zip(objects, parts):
