@@ -3,8 +3,6 @@ of them; each family's own commands are in its package (``voxforge.models.r2n2.c
 
 from __future__ import annotations
 
-import numpy as np
-
 import json
 import sys
 from pathlib import Path
@@ -53,6 +51,8 @@ def start_and_end(values: list[float], log_every: int | None) -> tuple[int, floa
     """(window, mean of the first ``window`` values, mean of the last ``window``) of a per-iteration series:
     what a training command prints, the same windowed means as ``metrics.csv`` and the progress bar
     (``window`` is the logging interval, at most half the run)."""
+    import numpy as np  # here: the CLI builds its parser from this module, and help must stay instant
+
     from voxforge.models.engine import EngineConfig
 
     if not values:
