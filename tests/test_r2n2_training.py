@@ -305,7 +305,8 @@ def test_ray_train_runs_the_same_training_function(tmp_path, shared_data):
     finally:
         if started_here:
             ray.shutdown()
-    assert metrics["iteration"] == 2 and metrics["world_size"] == 2 and np.isfinite(metrics["loss"])
+    assert metrics["iteration"] == 2 and metrics["world_size"] == 2 and metrics["loss_window"] == 1
+    assert np.isfinite(metrics["loss_first"]) and np.isfinite(metrics["loss_last"])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["iteration"] == 2
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3

@@ -42,8 +42,10 @@ def train_on_ray(args, config) -> int:
                              resume=args.resume, progress=not args.no_progress)
     if metrics.get("stopped"):
         return report_stop(metrics["stopped"], args.out)
-    print(f"trained {metrics.get('iteration')} iterations on {args.ray_workers or 1} Ray workers; "
-          f"last loss {metrics.get('loss', float('nan')):.4f}; run: {args.out}")
+    nan = float("nan")
+    print(f"trained {metrics.get('iteration')} iterations on {args.ray_workers or 1} Ray workers; loss, mean of "
+          f"{metrics.get('loss_window', 0)} iterations: {metrics.get('loss_first', nan):.4f} -> "
+          f"{metrics.get('loss_last', nan):.4f}; run: {args.out}")
     return 0
 
 

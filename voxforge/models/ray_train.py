@@ -24,7 +24,10 @@ def _ray_worker(settings: dict) -> dict:
     batches = make_batches(settings["data"], config, settings["workers"])
     result = train(config, batches, settings["out"], resume=settings["resume"],
                    progress=settings["progress"] and rank == 0)
-    return {"iteration": result["iteration"], "loss": result["losses"][-1] if result["losses"] else float("nan"),
+    from voxforge.models.commands import start_and_end
+
+    window, first, last = start_and_end(result["losses"], config.log_every)
+    return {"iteration": result["iteration"], "loss_window": window, "loss_first": first, "loss_last": last,
             "stopped": result["stopped"],
             "world_size": result["world_size"], "iterations_per_second": result["iterations_per_second"],
             "images_per_second": result["images_per_second"], "data_wait_share": result["data_wait_share"]}
