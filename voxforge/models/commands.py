@@ -63,6 +63,18 @@ def start_and_end(values: list[float], log_every: int | None) -> tuple[int, floa
     return window, float(np.mean(values[:window])), float(np.mean(values[-window:]))
 
 
+def report_training(result: dict, args, series: str, label: str, digits: int = 4) -> None:
+    """Print a finished training run's line (rank 0 only): speed, and ``label`` (the ``series`` of the
+    engine's history) averaged over the first and the last logging window (:func:`start_and_end`)."""
+    if result["rank"] != 0:
+        return
+    window, first, last = start_and_end(result["history"][series], args.log_every)
+    ranks = f", {result['world_size']} ranks" if result["world_size"] > 1 else ""
+    print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s, "
+          f"{result['images_per_second']:.1f} images/s, data wait {result['data_wait_share']:.0%}{ranks}); "
+          f"{label}, mean of {window} iterations: {first:.{digits}f} -> {last:.{digits}f}; run: {args.out}")
+
+
 def run_training(args, arch: str, config=None):
     """What ``pipeline train`` does for every family: Ray Train when ``--ray-workers`` or ``--address`` ask for
     it, else the family's batches and trainer in this process (:mod:`voxforge.models.families`). ``config``:

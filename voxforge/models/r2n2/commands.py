@@ -7,7 +7,7 @@ import sys
 
 
 def train_command(args) -> int:
-    from voxforge.models.commands import run_training, start_and_end
+    from voxforge.models.commands import report_training, run_training
     from voxforge.models.engine import config_from_args
     from voxforge.models.r2n2.train import TrainConfig
 
@@ -18,12 +18,7 @@ def train_command(args) -> int:
     result = run_training(args, args.arch, config)
     if isinstance(result, int):
         return result
-    if result["rank"] == 0:
-        window, first, last = start_and_end(result["losses"], args.log_every)
-        ranks = f", {result['world_size']} ranks" if result["world_size"] > 1 else ""
-        print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s, "
-              f"{result['images_per_second']:.1f} images/s, data wait {result['data_wait_share']:.0%}{ranks}); "
-              f"loss, mean of {window} iterations: {first:.4f} -> {last:.4f}; run: {args.out}")
+    report_training(result, args, "loss", "loss")
     return 0
 
 

@@ -14,15 +14,12 @@ from voxforge.models.reconstnet.train import (
 
 def train_command(args) -> int:
     """``pipeline train --arch reconstnet``."""
-    from voxforge.models.commands import run_training, start_and_end
+    from voxforge.models.commands import report_training, run_training
 
     result = run_training(args, "reconstnet")
     if isinstance(result, int):
         return result
-    if result["rank"] == 0:
-        window, first, last = start_and_end(result["history"]["chamfer"], args.log_every)
-        print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s); Chamfer "
-              f"(squared, means summed), mean of {window} iterations: {first:.5f} -> {last:.5f}; run: {args.out}")
+    report_training(result, args, "chamfer", "Chamfer (squared, means summed)", digits=5)
     return 0
 
 

@@ -9,15 +9,12 @@ import numpy as np
 
 
 def train_command(args) -> int:
-    from voxforge.models.commands import run_training, start_and_end
+    from voxforge.models.commands import report_training, run_training
 
     result = run_training(args, "softras")
     if isinstance(result, int):
         return result
-    if result["rank"] == 0:
-        window, first, last = start_and_end(result["history"]["iou"], args.log_every)
-        print(f"trained {result['iteration']} iterations ({result['iterations_per_second']:.2f} it/s); silhouette "
-              f"loss 1 - soft IoU, mean of {window} iterations: {first:.4f} -> {last:.4f}; run: {args.out}")
+    report_training(result, args, "iou", "silhouette loss 1 - soft IoU")
     return 0
 
 
