@@ -63,6 +63,24 @@ def start_and_end(values: list[float], log_every: int | None) -> tuple[int, floa
     return window, float(np.mean(values[:window])), float(np.mean(values[-window:]))
 
 
+def run_prediction(args, predict, describe) -> int:
+    """``pipeline predict`` for any family: ``predict(run, images, out)`` writes into ``--out`` (default
+    ``RUN/predict``) and returns a dict with ``files`` (name -> path); ``describe(result)`` is the summary
+    line. A missing run or image, or an image the family cannot take, is one line and exit status 2."""
+    import os
+
+    out = args.out or os.path.join(args.run, "predict")
+    try:
+        result = predict(args.run, args.images, out)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(describe(result))
+    for name, path in result["files"].items():
+        print(f"  {name}: {path}")
+    return 0
+
+
 def report_training(result: dict, args, series: str, label: str, digits: int = 4) -> None:
     """Print a finished training run's line (rank 0 only): speed, and ``label`` (the ``series`` of the
     engine's history) averaged over the first and the last logging window (:func:`start_and_end`)."""

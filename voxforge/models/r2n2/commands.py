@@ -60,16 +60,11 @@ def eval_command(args) -> int:
 
 
 def predict_command(args) -> int:
+    from voxforge.models.commands import run_prediction
     from voxforge.models.r2n2.predict import predict
 
-    out = args.out or os.path.join(args.run, "predict")
-    try:
-        result = predict(args.run, args.images, out, threshold=args.threshold, device=args.device)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{result['views']} view(s) -> {result['occupied']} occupied voxels at threshold {result['threshold']}; "
-          f"mesh {result['faces']} faces{' (watertight)' if result['watertight'] else ''}")
-    for name, path in result["files"].items():
-        print(f"  {name}: {path}")
-    return 0
+    return run_prediction(
+        args, lambda run, images, out: predict(run, images, out, threshold=args.threshold, device=args.device),
+        lambda result: f"{result['views']} view(s) -> {result['occupied']} occupied voxels at threshold "
+                       f"{result['threshold']}; mesh {result['faces']} faces"
+                       f"{' (watertight)' if result['watertight'] else ''}")

@@ -60,19 +60,11 @@ def eval_command(args) -> int:
 
 def predict_command(args) -> int:
     """``pipeline predict RUN IMAGE...`` for a reconstnet run: one point cloud per image."""
-    import os
-    import sys
-
+    from voxforge.models.commands import run_prediction
     from voxforge.models.reconstnet.predict import predict
 
-    out = args.out or os.path.join(args.run, "predict")
-    try:
-        result = predict(args.run, args.images, out, device=args.device)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    where = "object frame" if result["frame"] == "object" else "the input camera's frame"
-    print(f"{result['views']} image(s) -> one point cloud each ({result['points']} points, {where}; .ply and .npy)")
-    for name, path in result["files"].items():
-        print(f"  {name}: {path}")
-    return 0
+    def describe(result: dict) -> str:
+        where = "object frame" if result["frame"] == "object" else "the input camera's frame"
+        return f"{result['views']} image(s) -> one point cloud each ({result['points']} points, {where}; .ply and .npy)"
+
+    return run_prediction(args, lambda run, images, out: predict(run, images, out, device=args.device), describe)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,16 +104,9 @@ def predict(run_dir: str | Path, images: list[str | Path], out: str | Path, devi
 
 
 def predict_command(args) -> int:
-    import os
+    from voxforge.models.commands import run_prediction
 
-    out = args.out or os.path.join(args.run, "predict")
-    try:
-        result = predict(args.run, args.images, out, device=args.device)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{result['views']} image(s) -> one mesh each ({result['vertices']} vertices, {result['faces']} faces, "
-          "closed, object frame)")
-    for name, path in result["files"].items():
-        print(f"  {name}: {path}")
-    return 0
+    return run_prediction(
+        args, lambda run, images, out: predict(run, images, out, device=args.device),
+        lambda result: f"{result['views']} image(s) -> one mesh each ({result['vertices']} vertices, "
+                       f"{result['faces']} faces, closed, object frame)")
