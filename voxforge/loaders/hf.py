@@ -140,6 +140,7 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
     """
     import yaml
 
+    from voxforge.pipeline.config import CYCLES_RENDERERS
     from voxforge.pipeline.manifest import Manifest
     from voxforge.storage import location
 
@@ -159,7 +160,7 @@ def dataset_card(dataset: str | Path, repo_id: str | None = None, preview: str |
     shards = f"hf://datasets/{repo_id}" if repo_id else name
     source = config["source"] + (f" ({config['path']})" if config.get("path") and config["source"] != "local" else "")
     cycles = (f", {config.get('cycles_samples', 4)} samples per pixel{' and OpenImageDenoise' if config.get('denoise') else ''}"
-              if config["renderer"] in ("blender", "blender-cycles") else "")
+              if config["renderer"] in CYCLES_RENDERERS else "")
     made_with = (f"`pipeline run {config['source']}` with {config['views']} views of {config['size']}x{config['size']} "
                  f"px per object ({config['renderer']} renderer{cycles}, supersampling {config.get('supersample', 1)}x), "
                  f"{config['resolution']}^3 voxels (fill `{config['fill']}`), {config['points']} surface points"

@@ -271,12 +271,17 @@ def _to_folder(files: list[tuple[str, str | Path]], where: Location, staging: Pa
     os.replace(partial, destination)
 
 
+def bundle_folder(destination: Path) -> str:
+    """The one top folder of a ``.tar``/``.zip`` bundle: the bundle's name without its suffix."""
+    return destination.name.rsplit(".", 1)[0]
+
+
 def _to_archive(files: list[tuple[str, str | Path]], where: Location, staging: Path, destination: Path) -> None:
     """A bundle; the shards are already compressed PNG/binvox, so members are stored, not deflated."""
     if destination.exists():
         raise PublishError(f"--to {destination}: already exists")
     partial = destination.with_name(destination.name + ".partial")
-    top = destination.name.rsplit(".", 1)[0]
+    top = bundle_folder(destination)
     sizes = {}
     if destination.suffix == ".zip":
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
@@ -416,7 +421,7 @@ def publish(dataset: str | Path, to: str, private: bool = True, token: str | Non
                "shards": len(verified.shards), "to": to}
     with tempfile.TemporaryDirectory(prefix="voxforge-publish-") as staging:
         staging = Path(staging)
-        folder = None if repo_id else Path(to).stem if to.endswith((".tar", ".zip")) else Path(to).name
+        folder = None if repo_id else bundle_folder(Path(to)) if to.endswith((".tar", ".zip")) else Path(to).name
         files = publish_files(verified, staging, repo_id, parquet=parquet, folder=folder)
         summary["files"] = len(files)
         if repo_id:

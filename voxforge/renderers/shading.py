@@ -133,8 +133,9 @@ def _mesh_rank(mesh: trimesh.Trimesh) -> int:
         color = getattr(material, "diffuse", None)
         if color is None:
             color = getattr(material, "baseColorFactor", None)
-        color = np.asarray(color if color is not None else (255, 255, 255), np.float64)
-        return keep_rank(is_textured(mesh), color[:3] / (255.0 if color.max() > 1.0 else 1.0))
+        color = np.asarray(color if color is not None else (255, 255, 255))
+        scale = 255.0 if np.issubdtype(color.dtype, np.integer) else 1.0  # trimesh keeps uint8; floats are 0..1
+        return keep_rank(is_textured(mesh), color[:3].astype(np.float64) / scale)
     if isinstance(visual, trimesh.visual.ColorVisuals) and visual.defined:
         return keep_rank(False, np.asarray(visual.main_color, np.float64)[:3] / 255.0)
     return keep_rank(False, np.asarray(PLAIN_COLOR[:3]) / 255.0)
